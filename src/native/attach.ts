@@ -1,0 +1,52 @@
+import { NativeError } from './errors.js';
+import { Errno } from './errno.js';
+import * as ptrace from './ptrace.js';
+import { waitpidTimeout, type WaitStatus } from './wait.js';
+
+export interface AttachOptions {
+  /** ptrace options for PTRACE_SEIZE (PTRACE_O_*). */
+  options?: number;
+  /** How long to wait for the task to stop (a frozen or D-state task stops only when it can). */
+  timeoutMs?: number;
+}
+
+/**
+ * Seizes a task and brings it to a ptrace-stop without sending it anything it
+ * could observe (no SIGSTOP). A signal that races with the interrupt is
+ * delivered normally first (the interrupt stays pending), so the task sees
+ * exactly what it would have seen without us.
+ */
+export function attachAndStop(tid: number, opts: AttachOptions = {}): void {
+  ptrace.seize(tid, opts.options ?? 0);
+  try {
+    ptrace.interrupt(tid);
+    waitForTrapStop(tid, opts.timeoutMs ?? 10_000);
+  } catch (e) {
+    try {
+      ptrace.detach(tid);
+    } catch {
+      // already gone or not stopped: the seize dies with it
+    }
+    throw e;
+  }
+}
+
+/** Waits for the PTRACE_EVENT_STOP of a seized task, forwarding signals that arrive first. */
+export function waitForTrapStop(tid: number, timeoutMs: number): void {
+  for (;;) {
+    const st: WaitStatus = waitpidTimeout(tid, timeoutMs);
+    if (st.kind === 'exited' || st.kind === 'killed') throw new NativeError(`attach(${tid})`, Errno.ESRCH, 'the task ended before it stopped');
+    if (st.kind !== 'stopped') continue;
+    if (st.event === ptrace.PTRACE_EVENT.STOP) return;
+    if (st.event !== 0) {
+      ptrace.cont(tid);
+      continue;
+    }
+    ptrace.cont(tid, st.signal);
+  }
+}
+
+/** Lets a stopped tracee go; it continues what it was doing (a syscall restarts as the kernel would). */
+export function detach(tid: number): void {
+  ptrace.detach(tid, 0);
+}
