@@ -1,0 +1,92 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { workloadBin } from './paths.js';
+import { waitFor } from './wait.js';
+import type { Tracer } from '../../src/native/tracer.js';
+
+const SIGTERM = 15;
+const SIGKILL = 9;
+const live = new Set<Workload>();
+
+/**
+ * A C workload from test/workloads, started by the tracer thread (so libuv
+ * is not its parent and cannot steal ptrace stops) and reaped by us. It
+ * follows the workload protocol: READY file, SIGTERM, PASS/FAIL file.
+ */
+export class Workload {
+  readonly dir: string;
+  readonly resultFile: string;
+  pid = 0;
+
+  private constructor(private readonly tracer: Tracer, readonly name: string) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `ferry-wl-${name}-`));
+    this.resultFile = path.join(this.dir, 'result');
+  }
+
+  static async start(tracer: Tracer, name: string, args: string[] = [], env: Record<string, string> = {}): Promise<Workload> {
+    const w = new Workload(tracer, name);
+    live.add(w);
+    w.pid = await tracer.call<number>('spawn', workloadBin(name), {
+      argv: [name, w.resultFile, ...args],
+      env: { PATH: '/usr/bin:/bin', ...env },
+      cwd: w.dir,
+      stdout: { path: path.join(w.dir, 'stdout') },
+      stderr: { path: path.join(w.dir, 'stderr') },
+    });
+    await waitFor(`${name} (pid ${w.pid}) to report READY`, () => fs.existsSync(w.resultFile + '.ready') || fs.existsSync(w.resultFile));
+    if (fs.existsSync(w.resultFile)) throw new Error(`${name} failed during setup: ${w.result()}`);
+    return w;
+  }
+
+  get stderr(): string {
+    return readOr(path.join(this.dir, 'stderr'));
+  }
+
+  result(): string {
+    return readOr(this.resultFile).trim();
+  }
+
+  alive(): boolean {
+    try {
+      const stat = fs.readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+      return !/^\d+ \(.*\) [ZX]/.test(stat);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Sends SIGTERM, waits for the verdict, reaps the process; returns "PASS" or "FAIL <reason>". */
+  async finish(timeoutMs = 20_000): Promise<string> {
+    await this.tracer.call('kill', this.pid, SIGTERM);
+    await waitFor(`${this.name} (pid ${this.pid}) to write its verdict`, () => fs.existsSync(this.resultFile), timeoutMs);
+    await this.tracer.call('reap', this.pid, timeoutMs);
+    return this.result();
+  }
+
+  /** Kills and reaps whatever is left and removes the directory; safe to call twice. */
+  async cleanup(): Promise<void> {
+    live.delete(this);
+    if (this.pid && this.alive()) {
+      try {
+        await this.tracer.call('kill', this.pid, SIGKILL);
+        await this.tracer.call('reap', this.pid, 5_000);
+      } catch {
+        // gone already, or not our child any more
+      }
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  static async cleanupAll(): Promise<void> {
+    for (const w of [...live]) await w.cleanup();
+  }
+}
+
+function readOr(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
