@@ -50,7 +50,7 @@ export class Husk {
     this.injector = injector;
   }
 
-  static spawn(base = DEFAULT_HUSK_BASE, timeoutMs = 10_000): Husk {
+  static spawn(base = DEFAULT_HUSK_BASE, timeoutMs = 10_000, scratchHint: number | null = null): Husk {
     const layout = huskLayout(base);
     becomeChildSubreaper();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-husk-'));
@@ -68,7 +68,9 @@ export class Husk {
       killQuietly(pid);
       throw e;
     }
-    return new Husk(pid, layout, new Injector(pid, layout.gadget));
+    const injector = new Injector(pid, layout.gadget);
+    injector.scratchHint = scratchHint;
+    return new Husk(pid, layout, injector);
   }
 
   /**
@@ -107,7 +109,8 @@ export class Husk {
     }
     waitForTrapStop(child, 10_000);
     const childInjector = new Injector(child, this.layout.gadget);
-    childInjector.adoptScratch(inj.scratchRange);
+    childInjector.scratchHint = inj.scratchHint;
+    childInjector.dropInheritedScratch(inj.scratchRange);
     const husk = new Husk(child, this.layout, childInjector);
     this.children.push(husk);
     return husk;
@@ -116,6 +119,14 @@ export class Husk {
   /** Every pid of this husk's tree, parents before children. */
   treePids(): number[] {
     return [this.pid, ...this.children.flatMap((c) => c.treePids())];
+  }
+
+  /**
+   * Kills only this husk; its children are reparented to us (a subreaper),
+   * so a restored process ends up as our child, not the husk's.
+   */
+  release(): void {
+    killAndReap([this.pid]);
   }
 
   /** Kills the husk and everything cloned from it, and reaps them all. */

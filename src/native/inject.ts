@@ -11,8 +11,9 @@ const SIGTRAP = 5;
 const ALL_SIGNALS = 0xffffffffffffffffn;
 const PROT_READ = 1;
 const PROT_WRITE = 2;
-const MAP_PRIVATE = 0x02;
+const MAP_SHARED = 0x01;
 const MAP_ANONYMOUS = 0x20;
+const MAP_FIXED_NOREPLACE = 0x100000;
 const PAGE = 4096;
 
 /** A child that appeared while an injected syscall ran (fork/clone events reported by ptrace). */
@@ -28,8 +29,8 @@ export interface NewChild {
  * and single-step runs exactly one instruction. The vdso is searched first:
  * every process has it and it is never written to.
  */
-export function findSyscallGadget(pid: number, regs: Regs): number {
-  if (regs.signed('orig_rax') >= 0n) {
+export function findSyscallGadget(pid: number, regs: Regs | null, exclude?: { start: number; end: number }): number {
+  if (regs && regs.signed('orig_rax') >= 0n) {
     const at = Number(regs.get('rip')) - 2;
     const insn = Buffer.alloc(2);
     try {
@@ -43,6 +44,7 @@ export function findSyscallGadget(pid: number, regs: Regs): number {
   maps.sort((a, b) => Number(b.path === '[vdso]') - Number(a.path === '[vdso]'));
   for (const m of maps) {
     if (m.path === '[vsyscall]') continue;
+    if (exclude && m.start < exclude.end && m.end > exclude.start) continue;
     const chunk = Buffer.alloc(Math.min(m.end - m.start, 1 << 20));
     try {
       readMemory(pid, m.start, chunk);
@@ -68,13 +70,15 @@ export function findSyscallGadget(pid: number, regs: Regs): number {
  */
 export class Injector {
   readonly pid: number;
-  readonly gadget: number;
+  private gadgetAddr: number;
   private readonly saved: Regs;
   private readonly savedMask: bigint;
   private scratchAddr = 0;
   private scratchSize = 0;
   private scratchUsed = 0;
   private ended = false;
+  /** Where to put scratch memory (a restore keeps it clear of the image's addresses); null lets the kernel choose. */
+  scratchHint: number | null = null;
   /** Children created by injected fork/clone calls, in order. */
   readonly children: NewChild[] = [];
   /** Signals that were dequeued by a signal-delivery-stop during injection (only possible for unblockable or synchronous ones). */
@@ -83,7 +87,7 @@ export class Injector {
   constructor(pid: number, gadget?: number) {
     this.pid = pid;
     this.saved = ptrace.getRegs(pid);
-    this.gadget = gadget ?? findSyscallGadget(pid, this.saved);
+    this.gadgetAddr = gadget ?? findSyscallGadget(pid, this.saved);
     this.savedMask = ptrace.getSigmask(pid);
     ptrace.setSigmask(pid, ALL_SIGNALS);
   }
@@ -93,11 +97,26 @@ export class Injector {
     return this.saved.clone();
   }
 
+  /** The `syscall` instruction injected calls run through. */
+  get gadget(): number {
+    return this.gadgetAddr;
+  }
+
+  /** Moves injection to another `syscall` instruction (a restore does before it unmaps the husk's own code). */
+  useGadget(addr: number): void {
+    this.gadgetAddr = addr;
+  }
+
+  /** The blocked-signal mask the task had when injection began. */
+  get originalSigmask(): bigint {
+    return this.savedMask;
+  }
+
   /** Runs one syscall; returns the raw kernel result (negative errno on failure). */
   callRaw(nr: number, ...args: Array<number | bigint>): bigint {
     if (this.ended) throw new Error(`injector for ${this.pid} already ended`);
     const regs = this.saved.clone();
-    regs.set('rip', this.gadget).set('rax', nr).set('orig_rax', -1n);
+    regs.set('rip', this.gadgetAddr).set('rax', nr).set('orig_rax', -1n);
     const argRegs = ['rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9'] as const;
     argRegs.forEach((r, i) => regs.set(r, args[i] ?? 0));
     ptrace.setRegs(this.pid, regs);
@@ -138,12 +157,19 @@ export class Injector {
     return Number(r);
   }
 
-  /** Scratch memory in the task for syscall buffers; mapped on first use, removed by `end`. */
+  /**
+   * Scratch memory in the task for syscall buffers; mapped on first use,
+   * removed by `end`. It is shared anonymous memory because such a mapping
+   * never merges with a neighbour: a checkpoint can leave it out by its
+   * range, and the process's own VMAs stay exactly as they were.
+   */
   private ensureScratch(size: number): void {
     if (this.scratchUsed + size <= this.scratchSize) return;
     if (this.scratchAddr) throw new RangeError(`scratch of ${this.scratchSize} bytes in ${this.pid} exhausted; call reset() between uses`);
-    this.scratchSize = Math.max(16 * PAGE, Math.ceil(size / PAGE) * PAGE);
-    this.scratchAddr = this.call('mmap', Sys.mmap, 0, this.scratchSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    const want = Math.max(256 * PAGE, Math.ceil(size / PAGE) * PAGE);
+    const flags = MAP_SHARED | MAP_ANONYMOUS | (this.scratchHint !== null ? MAP_FIXED_NOREPLACE : 0);
+    this.scratchAddr = this.call('mmap', Sys.mmap, this.scratchHint ?? 0, want, PROT_READ | PROT_WRITE, flags, -1, 0);
+    this.scratchSize = want;
   }
 
   /** Copies `data` into scratch memory and returns its address in the task. */
@@ -167,13 +193,9 @@ export class Injector {
     return out;
   }
 
-  /** Takes over a scratch mapping the task inherited from the parent it was cloned from, so `end` removes it. */
-  adoptScratch(range: { start: number; end: number } | null): void {
-    if (!range) return;
-    if (this.scratchAddr) throw new Error(`injector for ${this.pid} already has scratch memory`);
-    this.scratchAddr = range.start;
-    this.scratchSize = range.end - range.start;
-    this.scratchUsed = 0;
+  /** Unmaps a copy of the parent's scratch that a cloned task inherited (shared memory: the parent must keep its own). */
+  dropInheritedScratch(range: { start: number; end: number } | null): void {
+    if (range) this.call('munmap', Sys.munmap, range.start, range.end - range.start);
   }
 
   /** Forgets scratch allocations (the mapping stays for reuse). */

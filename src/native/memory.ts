@@ -116,3 +116,66 @@ export function asNative(e: unknown, call: string): Error {
   if (typeof err?.errno === 'number') return new NativeError(call, -err.errno >= 0 ? Math.abs(err.errno) : err.errno);
   return e as Error;
 }
+
+/** pagemap bits (Documentation/admin-guide/mm/pagemap.rst). */
+export const PM = {
+  PRESENT: 1n << 63n,
+  SWAPPED: 1n << 62n,
+  FILE_OR_SHARED_ANON: 1n << 61n,
+  EXCLUSIVE: 1n << 56n,
+  SOFT_DIRTY: 1n << 55n,
+} as const;
+
+/** One pagemap word per page of [start, start + pages * 4096). */
+export function readPagemap(pid: number, start: number, pages: number): BigUint64Array {
+  const out = new BigUint64Array(pages);
+  const bytes = Buffer.from(out.buffer);
+  let fd: number;
+  try {
+    fd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+  } catch (e) {
+    throw asNative(e, `open(/proc/${pid}/pagemap)`);
+  }
+  try {
+    let done = 0;
+    const base = (start / 4096) * 8;
+    while (done < bytes.length) {
+      const n = fs.readSync(fd, bytes, done, bytes.length - done, base + done);
+      if (n === 0) throw new NativeError(`pread(/proc/${pid}/pagemap)`, Errno.EIO, `short read at 0x${start.toString(16)}`);
+      done += n;
+    }
+  } catch (e) {
+    throw asNative(e, `pread(/proc/${pid}/pagemap)`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return out;
+}
+
+/**
+ * The contents of the object behind a shared mapping (memfd, shared
+ * anonymous memory, a deleted file), read through /proc/PID/map_files: all of
+ * it, not only the pages this process happens to have mapped in.
+ */
+export function readMappedObject(pid: number, start: number, end: number): Buffer {
+  const link = `/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`;
+  let fd: number;
+  try {
+    fd = fs.openSync(link, 'r');
+  } catch (e) {
+    throw asNative(e, `open(${link})`);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const out = Buffer.alloc(size);
+    let done = 0;
+    while (done < size) {
+      const n = fs.readSync(fd, out, done, size - done, done);
+      if (n === 0) break;
+      done += n;
+    }
+    return out;
+  } finally {
+    fs.closeSync(fd);
+  }
+}

@@ -88,3 +88,32 @@ export function readStat(pid: number, tid?: number): { comm: string; fields: str
 export function processExists(pid: number): boolean {
   return fs.existsSync(`/proc/${pid}`);
 }
+
+/** The VmFlags line of every VMA in /proc/PID/smaps, by start address (two-letter codes: gd, dd, dc, wf, hg, nh, ...). */
+export function readVmFlags(pid: number): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  let current = -1;
+  for (const line of readProcFile(`/proc/${pid}/smaps`).split('\n')) {
+    const head = /^([0-9a-f]+)-[0-9a-f]+ /.exec(line);
+    if (head) current = parseInt(head[1]!, 16);
+    else if (line.startsWith('VmFlags:')) out.set(current, line.slice(8).trim().split(/\s+/));
+  }
+  return out;
+}
+
+/** Open file descriptors of a process, ascending. */
+export function listFds(pid: number): number[] {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+  } catch (e) {
+    throw asNative(e, `readdir(/proc/${pid}/fd)`);
+  }
+}
+
+export function readLink(path: string): string {
+  try {
+    return fs.readlinkSync(path);
+  } catch (e) {
+    throw asNative(e, `readlink(${path})`);
+  }
+}

@@ -191,3 +191,11 @@ export function open(path: string, flags: number, mode = 0): number {
 }
 
 export const OpenFlags = { O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_APPEND, O_TRUNC } as const;
+
+/** get_robust_list(tid): the head of the thread's robust futex list and its size. */
+export function getRobustList(tid: number): { head: number; len: number } {
+  const head = Buffer.alloc(8);
+  const len = Buffer.alloc(8);
+  syscall(`get_robust_list(${tid})`, Sys.get_robust_list, tid, addressOf(head), addressOf(len));
+  return { head: Number(head.readBigUInt64LE(0)), len: Number(len.readBigUInt64LE(0)) };
+}

@@ -1,0 +1,27 @@
+import { z } from 'zod';
+import { defineEntry, type Entry } from './entry.js';
+import { Pid, U64Hex } from './fields.js';
+
+/** Process-wide attributes that are not credentials, memory, files or signals. */
+export const ProcessEntry = defineEntry(
+  'process',
+  1,
+  z.strictObject({
+    pid: Pid,
+    ppid: z.number().int().nonnegative(),
+    pgid: Pid,
+    sid: Pid,
+    comm: z.string(),
+    cwd: z.string(),
+    root: z.string(),
+    umask: z.number().int().min(0).max(0o777),
+    personality: z.number().int().nonnegative(),
+    rlimits: z.array(z.strictObject({ resource: z.number().int().min(0).max(15), soft: U64Hex, hard: U64Hex })),
+    pdeathsig: z.number().int().min(0).max(64),
+    dumpable: z.number().int().min(0).max(2),
+    childSubreaper: z.boolean(),
+    /** Thread ids in the order they are restored (the leader first). */
+    threads: z.array(Pid).min(1),
+  }),
+);
+export type ProcessEntry = Entry<typeof ProcessEntry>;

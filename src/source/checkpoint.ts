@@ -1,0 +1,137 @@
+import path from 'node:path';
+import { attachAndStop, detach } from '../native/attach.js';
+import { Injector } from '../native/inject.js';
+import { kill } from '../native/process.js';
+import { waitpid, WAIT } from '../native/wait.js';
+import { processExists, readStatus } from '../native/proc.js';
+import { NativeError } from '../native/errors.js';
+import { Errno } from '../native/errno.js';
+import type { Op } from '../native/tracer-protocol.js';
+import { ImageWriter } from '../image/format.js';
+import '../image/all.js';
+import { CheckpointRefused, type Refusal } from './refusal.js';
+import type { DumpContext } from './context.js';
+import * as thread from './thread.js';
+import * as proc from './process.js';
+import * as memory from './memory.js';
+import * as signals from './signals.js';
+
+/** A resource the checkpoint knows: checked before the process is touched, dumped while it is stopped. Order matters: thread first (it records the registers from before injection). */
+interface SourceResource {
+  inspect(pid: number, refusals: Refusal[]): void;
+  dump(ctx: DumpContext): void | Promise<void>;
+}
+
+const RESOURCES: SourceResource[] = [thread, proc, memory, signals];
+
+export interface CheckpointOptions {
+  /** Let the process continue after the checkpoint instead of killing it. */
+  leaveRunning?: boolean;
+}
+
+export interface CheckpointSummary {
+  pid: number;
+  dir: string;
+  pages: number;
+  dataPages: number;
+  zeroPages: number;
+  /** Bytes of page data in the image. */
+  bytes: number;
+  entries: number;
+  /** From the moment the process stopped until it was released or killed. */
+  frozenMs: number;
+  totalMs: number;
+  leftRunning: boolean;
+}
+
+/** Everything that would make the checkpoint of `pid` fail or restore wrongly, found without touching the process. */
+export function inspectProcess(pid: number): Refusal[] {
+  if (!processExists(pid)) throw new NativeError(`checkpoint ${pid}`, Errno.ESRCH, 'no such process');
+  const refusals: Refusal[] = [];
+  for (const r of RESOURCES) r.inspect(pid, refusals);
+  return refusals;
+}
+
+export async function checkpointProcess(pid: number, dir: string, opts: CheckpointOptions = {}): Promise<CheckpointSummary> {
+  const started = performance.now();
+  const refusals = inspectProcess(pid);
+  if (refusals.length) throw new CheckpointRefused(refusals);
+  const image = await ImageWriter.create(dir);
+  let frozenAt = 0;
+  let injector: Injector | null = null;
+  let attached = false;
+  try {
+    attachAndStop(pid);
+    attached = true;
+    frozenAt = performance.now();
+    injector = new Injector(pid);
+    const ctx: DumpContext = { pid, injector, image, stats: { pages: 0, dataPages: 0, zeroPages: 0 }, shmemIds: new Map() };
+    for (const r of RESOURCES) await r.dump(ctx);
+    injector.end();
+    const manifest = await image.finish({ pid, kind: 'process' });
+    let frozenMs: number;
+    if (opts.leaveRunning) {
+      detach(pid);
+      frozenMs = performance.now() - frozenAt;
+    } else {
+      kill(pid, 9);
+      frozenMs = performance.now() - frozenAt;
+      await releasePid(pid);
+    }
+    attached = false;
+    return {
+      pid,
+      dir: path.resolve(dir),
+      ...ctx.stats,
+      bytes: manifest.files.find((f) => f.name === 'pages.bin')?.size ?? 0,
+      entries: image.entryCount,
+      frozenMs,
+      totalMs: performance.now() - started,
+      leftRunning: !!opts.leaveRunning,
+    };
+  } catch (e) {
+    // Leave the process exactly as it was: registers, mask, no scratch, running.
+    try {
+      injector?.end();
+    } catch {
+      // the process may be gone; nothing to put back
+    }
+    if (attached) {
+      try {
+        detach(pid);
+      } catch {
+        // gone
+      }
+    }
+    await image.abort();
+    throw e;
+  }
+}
+
+/**
+ * Waits until a killed process's pid is free: we collect the tracer's exit
+ * notification, then its parent (us, or whoever started it) reaps it. A
+ * parent that never reaps would keep the pid taken, and a restore with it
+ * would fail, so say so.
+ */
+async function releasePid(pid: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (processExists(pid)) {
+    try {
+      waitpid(pid, WAIT.WNOHANG);
+    } catch {
+      // not ours to reap: its parent will
+    }
+    if (!processExists(pid)) return;
+    if (Date.now() > deadline) {
+      const ppid = readStatus(pid).PPid;
+      throw new NativeError(`checkpoint ${pid}`, Errno.EBUSY, `the process was killed but its parent (pid ${ppid}) has not reaped it; its pid stays taken until it does`);
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+export const tracerOps: Record<string, Op> = {
+  checkpoint: (_ctx, pid: number, dir: string, opts: CheckpointOptions) => checkpointProcess(pid, dir, opts),
+  inspect: (_ctx, pid: number) => inspectProcess(pid),
+};

@@ -1,0 +1,27 @@
+import type { Injector } from '../native/inject.js';
+import type { ImageWriter } from '../image/format.js';
+
+/** Totals a checkpoint reports. */
+export interface DumpStats {
+  /** Pages the image describes as private data (stored or counted as zero). */
+  pages: number;
+  dataPages: number;
+  zeroPages: number;
+}
+
+/** What every resource's dump gets: a stopped process, an injector into it, and the image being written. */
+export interface DumpContext {
+  pid: number;
+  /** Injects into the stopped task; its scratch mapping is Ferry's, not the process's. */
+  injector: Injector;
+  image: ImageWriter;
+  stats: DumpStats;
+  /** Shared-memory objects already in the image, by dev:inode, so fds and mappings of one memfd share one entry. */
+  shmemIds: Map<string, number>;
+}
+
+/** A range of the task's address space that Ferry itself mapped (the injection scratch). */
+export function ferryRanges(ctx: DumpContext): Array<{ start: number; end: number }> {
+  const r = ctx.injector.scratchRange;
+  return r ? [r] : [];
+}

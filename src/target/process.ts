@@ -1,0 +1,47 @@
+import { Sys } from '../native/syscalls.js';
+import { prlimit } from '../native/process.js';
+import { ProcessEntry } from '../image/process.js';
+import { fromHex } from '../image/fields.js';
+import type { RestoreContext } from './context.js';
+
+const PR_SET_PDEATHSIG = 1;
+const PR_SET_DUMPABLE = 4;
+const PR_SET_CHILD_SUBREAPER = 36;
+
+export function processOf(ctx: Pick<RestoreContext, 'image'>): ProcessEntry {
+  const all = ctx.image.entriesOf(ProcessEntry);
+  if (all.length !== 1) throw new Error(`the image holds ${all.length} processes; this restore handles exactly one`);
+  return all[0]!;
+}
+
+function putString(ctx: RestoreContext, s: string): number {
+  return ctx.injector.put(Buffer.from(s + '\0'));
+}
+
+/**
+ * Session and group, directories, umask, personality and prctl flags.
+ * A restored process is its own session leader if it was one; otherwise it
+ * gets its own process group when it led one, and stays in the restore's
+ * session when it belonged to someone else's (that session is not part of a
+ * single-process image).
+ */
+export function restore(ctx: RestoreContext): void {
+  const p = processOf(ctx);
+  const inj = ctx.injector;
+  if (p.sid === p.pid) inj.call('setsid', Sys.setsid);
+  else if (p.pgid === p.pid) inj.call('setpgid', Sys.setpgid, 0, 0);
+  inj.reset();
+  if (p.root !== '/') inj.call(`chroot(${p.root})`, Sys.chroot, putString(ctx, p.root));
+  inj.call(`chdir(${p.cwd})`, Sys.chdir, putString(ctx, p.cwd));
+  inj.reset();
+  inj.call('umask', Sys.umask, p.umask);
+  inj.call('personality', Sys.personality, p.personality);
+  inj.call('prctl(PR_SET_PDEATHSIG)', Sys.prctl, PR_SET_PDEATHSIG, p.pdeathsig);
+  inj.call('prctl(PR_SET_DUMPABLE)', Sys.prctl, PR_SET_DUMPABLE, p.dumpable);
+  if (p.childSubreaper) inj.call('prctl(PR_SET_CHILD_SUBREAPER)', Sys.prctl, PR_SET_CHILD_SUBREAPER, 1);
+}
+
+/** Resource limits, set from outside once every fd is in place (a lowered RLIMIT_NOFILE would refuse a high fd). */
+export function restoreLimits(ctx: RestoreContext): void {
+  for (const r of processOf(ctx).rlimits) prlimit(ctx.pid, r.resource, { soft: fromHex(r.soft), hard: fromHex(r.hard) });
+}

@@ -1,0 +1,105 @@
+import { Husk } from '../native/husk.js';
+import { detach } from '../native/attach.js';
+import { findSyscallGadget } from '../native/inject.js';
+import { processExists, readStat } from '../native/proc.js';
+import { Sys } from '../native/syscalls.js';
+import type { Op } from '../native/tracer-protocol.js';
+import { ImageReader } from '../image/format.js';
+import '../image/all.js';
+import type { RestoreContext } from './context.js';
+import * as memory from './memory.js';
+import * as proc from './process.js';
+import * as thread from './thread.js';
+import * as signals from './signals.js';
+
+/** The image cannot be restored here; nothing was created. */
+export class RestoreRefused extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`refusing to restore: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    this.name = 'RestoreRefused';
+    this.problems = problems;
+  }
+}
+
+export interface RestoreSummary {
+  pid: number;
+  dir: string;
+  /** From the first husk to the process running. */
+  restoreMs: number;
+}
+
+/** Candidate husk bases: the husk, its scratch and the vdso parking area need 4 MiB that the image does not use. */
+const HUSK_BASES = [0x10000000, 0x20000000, 0x200000000, 0x100000000000, 0x7e0000000000];
+const HUSK_WINDOW = 4 << 20;
+const SCRATCH_OFFSET = 0x10000;
+const PARKING_OFFSET = 0x200000;
+
+function chooseHuskBase(occupied: Array<{ start: number; end: number }>): number {
+  for (const base of HUSK_BASES) {
+    if (!occupied.some((r) => r.start < base + HUSK_WINDOW && r.end > base)) return base;
+  }
+  throw new RestoreRefused(['the image uses every address range Ferry could place its restore helper at']);
+}
+
+/** The lowest fd number above every fd the image restores. */
+function fdFloor(image: ImageReader): number {
+  let max = 2;
+  for (const e of image.entries()) {
+    const fd = (e as { fd?: unknown }).fd;
+    if (e.type === 'fd' && typeof fd === 'number') max = Math.max(max, fd);
+  }
+  return max + 1;
+}
+
+export async function restoreProcess(dir: string): Promise<RestoreSummary> {
+  const image = await ImageReader.open(dir);
+  try {
+    const p = proc.processOf({ image });
+    const problems: string[] = [];
+    if (processExists(p.pid)) {
+      let who = '';
+      try {
+        who = ` by ${readStat(p.pid).comm}`;
+      } catch {
+        // it went away between the two looks
+      }
+      problems.push(`pid ${p.pid} is in use${who}; the restored process needs exactly that pid`);
+    }
+    memory.preflight({ image }, problems);
+    if (problems.length) throw new RestoreRefused(problems);
+
+    const started = performance.now();
+    const base = chooseHuskBase(memory.occupiedRanges({ image }));
+    const parent = Husk.spawn(base, 10_000, base + SCRATCH_OFFSET);
+    let husk: Husk | null = null;
+    try {
+      husk = parent.clone({ setTid: [p.pid] });
+      parent.release();
+      const ctx: RestoreContext = { pid: p.pid, image, husk, injector: husk.injector, shmemFds: new Map(), parkedFds: new Set(), fdFloor: fdFloor(image) };
+      await memory.restore(ctx, base + PARKING_OFFSET);
+      signals.restore(ctx);
+      proc.restore(ctx);
+      ctx.injector.useGadget(findSyscallGadget(ctx.pid, null, husk.layout));
+      ctx.injector.call('munmap(husk)', Sys.munmap, husk.layout.start, husk.layout.end - husk.layout.start);
+      memory.restoreMm(ctx);
+      thread.restoreKernelState(ctx);
+      for (const fd of [...ctx.parkedFds]) ctx.injector.call('close(parked)', Sys.close, fd);
+      ctx.injector.end(false);
+      thread.restoreCpu(ctx);
+      proc.restoreLimits(ctx);
+      detach(ctx.pid);
+      return { pid: p.pid, dir, restoreMs: performance.now() - started };
+    } catch (e) {
+      parent.kill();
+      husk?.kill();
+      throw e;
+    }
+  } finally {
+    await image.close();
+  }
+}
+
+export const tracerOps: Record<string, Op> = {
+  restore: (_ctx, dir: string) => restoreProcess(dir),
+};

@@ -1,0 +1,61 @@
+import { setRegs, setXstate, setSigmask } from '../native/ptrace.js';
+import { Regs } from '../native/regs.js';
+import { Sys } from '../native/syscalls.js';
+import { Errno } from '../native/errno.js';
+import { ThreadEntry } from '../image/thread.js';
+import { fromHex } from '../image/fields.js';
+import type { RestoreContext } from './context.js';
+
+const PR_SET_NAME = 15;
+
+export function threadOf(ctx: RestoreContext): ThreadEntry {
+  const t = ctx.image.entriesOf(ThreadEntry).find((e) => e.pid === ctx.pid && e.tid === ctx.pid);
+  if (!t) throw new Error(`the image has no thread entry for pid ${ctx.pid}`);
+  return t;
+}
+
+/** Per-thread kernel state set from inside: name, rseq, clear_child_tid, robust futex list, pending thread signals. */
+export function restoreKernelState(ctx: RestoreContext): void {
+  const t = threadOf(ctx);
+  const inj = ctx.injector;
+  inj.reset();
+  inj.call('prctl(PR_SET_NAME)', Sys.prctl, PR_SET_NAME, inj.put(Buffer.from(t.comm + '\0')));
+  inj.reset();
+  if (t.rseq) inj.call('rseq', Sys.rseq, t.rseq.addr, t.rseq.size, 0, t.rseq.signature);
+  inj.call('set_tid_address', Sys.set_tid_address, t.clearChildTid);
+  if (t.altstack) {
+    const ss = Buffer.alloc(24);
+    ss.writeBigUInt64LE(BigInt(t.altstack.sp), 0);
+    ss.writeInt32LE(t.altstack.flags, 8);
+    ss.writeBigUInt64LE(BigInt(t.altstack.size), 16);
+    inj.reset();
+    inj.call('sigaltstack', Sys.sigaltstack, inj.put(ss), 0);
+    inj.reset();
+  }
+  if (t.robustList.head) inj.call('set_robust_list', Sys.set_robust_list, t.robustList.head, t.robustList.len);
+  for (const info of t.pending) {
+    const signo = Buffer.from(info).readInt32LE(0);
+    inj.reset();
+    inj.call(`rt_tgsigqueueinfo(${signo})`, Sys.rt_tgsigqueueinfo, ctx.pid, t.tid, signo, inj.put(Buffer.from(info)));
+  }
+  inj.reset();
+}
+
+/**
+ * The last step: registers, FPU/AVX state and the signal mask. A task that
+ * was stopped inside a syscall resumes it through the kernel's own restart
+ * path (rax = -ERESTART*, orig_rax = the call). -ERESTART_RESTARTBLOCK
+ * needs the task's restart block, which does not travel, so it becomes
+ * -ERESTARTNOINTR: the original call is issued again (a relative sleep
+ * starts over) rather than failing with EINTR that no signal caused.
+ */
+export function restoreCpu(ctx: RestoreContext): void {
+  const t = threadOf(ctx);
+  const regs = new Regs(Buffer.from(t.regs));
+  if (regs.signed('orig_rax') >= 0n && regs.signed('rax') === -BigInt(Errno.ERESTART_RESTARTBLOCK)) {
+    regs.set('rax', -BigInt(Errno.ERESTARTNOINTR));
+  }
+  setRegs(t.tid, regs);
+  setXstate(t.tid, Buffer.from(t.xstate));
+  setSigmask(t.tid, fromHex(t.sigmask));
+}
