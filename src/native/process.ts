@@ -8,6 +8,7 @@ const faDestroy = libc.func('int posix_spawn_file_actions_destroy(void *fa)');
 const faAddOpen = libc.func('int posix_spawn_file_actions_addopen(void *fa, int fd, const char *path, int oflag, int mode)');
 const faAddDup2 = libc.func('int posix_spawn_file_actions_adddup2(void *fa, int fd, int newfd)');
 const faAddChdir = libc.func('int posix_spawn_file_actions_addchdir_np(void *fa, const char *path)');
+const faAddClosefrom = libc.func('int posix_spawn_file_actions_addclosefrom_np(void *fa, int from)');
 const attrInit = libc.func('int posix_spawnattr_init(void *attr)');
 const attrDestroy = libc.func('int posix_spawnattr_destroy(void *attr)');
 const attrSetFlags = libc.func('int posix_spawnattr_setflags(void *attr, short flags)');
@@ -68,6 +69,8 @@ export function spawn(path: string, options: SpawnOptions = {}): number {
         check('posix_spawn_file_actions_addopen', faAddOpen(fa, fd, spec.path, flags, 0o644));
       }
     }
+    // Nothing of ours leaks into the child: an inherited fd would make its checkpoint refuse or drag our pipes along.
+    check('posix_spawn_file_actions_addclosefrom_np', faAddClosefrom(fa, 3));
     if (options.cwd) check('posix_spawn_file_actions_addchdir_np', faAddChdir(fa, options.cwd));
     const emptySet = Buffer.alloc(128);
     const defaults = Buffer.alloc(128);

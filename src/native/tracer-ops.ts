@@ -61,6 +61,14 @@ export const coreOps: Record<string, Op> = {
       inj.end();
     }
   },
+  injectBatch: (_ctx, pid: number, calls: Array<{ nr: number; args?: number[] }>) => {
+    const inj = new Injector(pid);
+    try {
+      return inj.batchRaw(calls).map(Number);
+    } finally {
+      inj.end();
+    }
+  },
   readMemory: (_ctx, pid: number, addr: number, len: number) => {
     const out = Buffer.alloc(len);
     readMemory(pid, addr, out);

@@ -72,6 +72,22 @@ describe('syscall injection into a running process', function () {
     assert.equal(await w.finish(), 'PASS');
   });
 
+  it('runs a batch of syscalls in one stop, each with its own result', async () => {
+    const w = await Workload.start(tracer, 'counter');
+    await tracer.call('attach', w.pid, {});
+    try {
+      const results = await tracer.call<number[]>('injectBatch', w.pid, [
+        { nr: Sys.getpid },
+        { nr: Sys.close, args: [987654] },
+        { nr: Sys.getppid },
+      ]);
+      assert.deepEqual(results, [w.pid, -9, Number(fs.readFileSync(`/proc/${w.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1])]);
+    } finally {
+      await tracer.call('detach', w.pid);
+    }
+    assert.equal(await w.finish(), 'PASS');
+  });
+
   it('returns the kernel error of a failed injected call and leaves the task running', async () => {
     const w = await Workload.start(tracer, 'counter');
     const [bad] = await inject(w.pid, [{ nr: Sys.close, args: [987654] }]);
