@@ -451,6 +451,30 @@ export class ImageWriter {
   }
 
   /**
+   * Like writePageRuns, but the runs (with their pages.bin offsets) come back
+   * at once and the write proceeds in the background: `buf` must stay
+   * untouched until flushPages() resolves. A dump of many small mappings
+   * then costs one wait, not one per mapping.
+   */
+  queuePageRuns(buf: Uint8Array): PageRun[] {
+    this.checkOpen();
+    const spans = scanPages(buf);
+    const data = spans.filter((s) => !s.zero).map((s) => buf.subarray(s.first * PAGE_SIZE, (s.first + s.pages) * PAGE_SIZE));
+    let next = this.pagesOut.append(data).offset;
+    return spans.map((s): PageRun => {
+      if (s.zero) return { kind: 'zero', pages: s.pages };
+      const r: PageRun = { kind: 'data', pages: s.pages, offset: next };
+      next += s.pages * PAGE_SIZE;
+      return r;
+    });
+  }
+
+  /** Waits until every queued page write is on its way to the file (buffers given to queuePageRuns may be reused). */
+  async flushPages(): Promise<void> {
+    await this.pagesOut.drain();
+  }
+
+  /**
    * Completes the image: flushes and syncs entries.bin and pages.bin, renames
    * them into place, then writes manifest.json (via a temp name). `meta` is
    * free-form JSON stored in the manifest.

@@ -7,7 +7,7 @@ import { Address, Bytes, FileIdentity, Pid } from './fields.js';
 export const PageSegment = z.strictObject({ page: z.number().int().nonnegative(), runs: PageRunsField });
 
 export const VMA_KINDS = ['anon', 'file', 'shmem', 'vdso', 'vvar', 'vvar_vclock'] as const;
-export const VMA_FLAGS = ['growsdown', 'dontdump', 'dontfork', 'wipeonfork', 'hugepage', 'nohugepage'] as const;
+export const VMA_FLAGS = ['growsdown', 'dontdump', 'dontfork', 'wipeonfork', 'hugepage', 'nohugepage', 'noreserve'] as const;
 
 /** One mapping of a process's address space. */
 export const VmaEntry = defineEntry(

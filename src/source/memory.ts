@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { readMaps, readVmFlags, readStat, readProcFile, readLink, type MapsEntry } from '../native/proc.js';
-import { readPagemap, readRanges, readMappedObject, ProcMem, PM } from '../native/memory.js';
+import { pagemapScan, readRanges, readMappedObject, ProcMem, PAGE_IS } from '../native/memory.js';
 import { Sys } from '../native/syscalls.js';
 import { VmaEntry, ShmemEntry, MmEntry, VMA_FLAGS } from '../image/memory.js';
 import { identifyFile } from '../image/file-identity.js';
@@ -10,6 +10,7 @@ import type { Refusal } from './refusal.js';
 import { ferryRanges, type DumpContext } from './context.js';
 
 const SEGMENT_MAX_PAGES = 4096;
+const STAGING_BYTES = 2 * SEGMENT_MAX_PAGES * 4096;
 const KERNEL_MAPPINGS = new Map([
   ['[vdso]', 'vdso'],
   ['[vvar]', 'vvar'],
@@ -17,6 +18,7 @@ const KERNEL_MAPPINGS = new Map([
 ] as const);
 const VMFLAG_CODES: Record<string, (typeof VMA_FLAGS)[number]> = {
   gd: 'growsdown',
+  nr: 'noreserve',
   dd: 'dontdump',
   dc: 'dontfork',
   wf: 'wipeonfork',
@@ -59,64 +61,107 @@ export function inspect(pid: number, refusals: Refusal[]): void {
   }
 }
 
+/**
+ * Hashes every file the image will refer to, before the freeze: hashing a
+ * Python's or a JVM's libraries takes hundreds of milliseconds that would
+ * otherwise count as downtime. The dump then finds them in the cache.
+ */
+export function prepare(pid: number): void {
+  for (const m of readMaps(pid)) if (classify(m) === 'file') identifyFile(m.path);
+  identifyFile(readLink(`/proc/${pid}/exe`));
+}
+
 function prot(m: MapsEntry): number {
   return (m.read ? 1 : 0) | (m.write ? 2 : 0) | (m.exec ? 4 : 0);
 }
 
-/** Which pages of a private mapping carry data that is not in the file or zero: anonymous and copy-on-write pages, in memory or swapped out. */
-function travellingPages(pid: number, m: MapsEntry, anon: boolean): Uint8Array {
-  const pages = (m.end - m.start) / PAGE_SIZE;
-  const map = readPagemap(pid, m.start, pages);
-  const out = new Uint8Array(pages);
-  for (let i = 0; i < pages; i++) {
-    const w = map[i]!;
-    if (w & PM.SWAPPED) out[i] = 1;
-    else if (w & PM.PRESENT) out[i] = anon || !(w & PM.FILE_OR_SHARED_ANON) ? 1 : 0;
-  }
-  return out;
+/** A stretch of pages of one mapping, by page index from the mapping's start. */
+interface PageStretch {
+  first: number;
+  pages: number;
 }
 
-class PageReader {
-  private buf = Buffer.allocUnsafe(SEGMENT_MAX_PAGES * PAGE_SIZE);
+/**
+ * Which pages of a private mapping carry data that is neither in the file
+ * nor zero: anonymous and copy-on-write pages, in memory or swapped out.
+ * Pages mapped to the shared zero page are left out: they read as zero.
+ */
+function travellingPages(pid: number, m: MapsEntry, anon: boolean): PageStretch[] {
+  const skip = PAGE_IS.PFNZERO | (anon ? 0 : PAGE_IS.FILE);
+  const found = pagemapScan(pid, m.start, m.end, { required: skip, inverted: skip, anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED });
+  return found.map((r) => ({ first: (r.start - m.start) / PAGE_SIZE, pages: (r.end - r.start) / PAGE_SIZE }));
+}
+
+/**
+ * Reads pages into a staging buffer and queues them for the image. Segments
+ * are packed back to back; only when the buffer is full does the dump wait
+ * for the writes, so a process with hundreds of small mappings costs a
+ * handful of waits, not hundreds.
+ */
+class PageStager {
+  private readonly buf = Buffer.allocUnsafe(STAGING_BYTES);
+  private used = 0;
   private procMem: ProcMem | null = null;
 
-  constructor(private readonly pid: number) {}
+  constructor(
+    private readonly ctx: DumpContext,
+    private readonly pid: number,
+  ) {}
 
-  /** Reads pages; unreadable mappings (PROT_NONE) go through /proc/PID/mem. */
-  read(addr: number, pages: number, readable: boolean): Buffer {
-    const out = this.buf.subarray(0, pages * PAGE_SIZE);
-    if (readable && readRanges(this.pid, [{ addr, len: out.length }], out) === out.length) return out;
-    this.procMem ??= new ProcMem(this.pid);
-    this.procMem.read(addr, out);
+  private async room(bytes: number): Promise<Buffer> {
+    if (this.used + bytes > this.buf.length) {
+      await this.ctx.image.flushPages();
+      this.used = 0;
+    }
+    const out = this.buf.subarray(this.used, this.used + bytes);
+    this.used += bytes;
     return out;
   }
 
-  close(): void {
+  /** Reads `pages` pages at `addr` (through /proc/PID/mem when the mapping is unreadable, e.g. PROT_NONE) and stores them. */
+  async storeRemote(addr: number, pages: number, readable: boolean): Promise<PackedPageRuns> {
+    const out = await this.room(pages * PAGE_SIZE);
+    if (!readable || readRanges(this.pid, [{ addr, len: out.length }], out) !== out.length) {
+      this.procMem ??= new ProcMem(this.pid);
+      this.procMem.read(addr, out);
+    }
+    return this.store(out);
+  }
+
+  async storeLocal(data: Buffer): Promise<PackedPageRuns> {
+    const out = await this.room(data.length);
+    data.copy(out);
+    return this.store(out);
+  }
+
+  private store(pages: Buffer): PackedPageRuns {
+    const runs = this.ctx.image.queuePageRuns(pages);
+    const c = countPageRuns(runs);
+    this.ctx.stats.pages += c.pages;
+    this.ctx.stats.dataPages += c.dataPages;
+    this.ctx.stats.zeroPages += c.zeroPages;
+    return packPageRuns(runs);
+  }
+
+  async close(): Promise<void> {
     this.procMem?.close();
+    await this.ctx.image.flushPages();
   }
 }
 
-async function storeSegments(ctx: DumpContext, travel: Uint8Array, read: (firstPage: number, pages: number) => Buffer): Promise<Array<{ page: number; runs: PackedPageRuns }>> {
-  const segments: Array<{ page: number; runs: PackedPageRuns }> = [];
-  for (let i = 0; i < travel.length; ) {
-    if (!travel[i]) {
-      i++;
-      continue;
+type Segments = Array<{ page: number; runs: PackedPageRuns }>;
+
+async function storeSegments(stretches: PageStretch[], store: (firstPage: number, pages: number) => Promise<PackedPageRuns>): Promise<Segments> {
+  const segments: Segments = [];
+  for (const s of stretches) {
+    for (let first = s.first; first < s.first + s.pages; first += SEGMENT_MAX_PAGES) {
+      segments.push({ page: first, runs: await store(first, Math.min(SEGMENT_MAX_PAGES, s.first + s.pages - first)) });
     }
-    let n = 1;
-    while (i + n < travel.length && travel[i + n] && n < SEGMENT_MAX_PAGES) n++;
-    const runs = await ctx.image.writePageRuns(read(i, n));
-    const c = countPageRuns(runs);
-    ctx.stats.pages += c.pages;
-    ctx.stats.dataPages += c.dataPages;
-    ctx.stats.zeroPages += c.zeroPages;
-    segments.push({ page: i, runs: packPageRuns(runs) });
-    i += n;
   }
   return segments;
 }
 
-async function dumpShmem(ctx: DumpContext, m: MapsEntry): Promise<number> {
+async function dumpShmem(ctx: DumpContext, m: MapsEntry, stager: PageStager): Promise<number> {
   const key = `${m.dev}:${m.inode}`;
   const known = ctx.shmemIds.get(key);
   if (known !== undefined) return known;
@@ -126,7 +171,7 @@ async function dumpShmem(ctx: DumpContext, m: MapsEntry): Promise<number> {
   const pages = Math.ceil(contents.length / PAGE_SIZE);
   const padded = Buffer.alloc(pages * PAGE_SIZE);
   contents.copy(padded);
-  const segments = await storeSegments(ctx, new Uint8Array(pages).fill(1), (first, n) => padded.subarray(first * PAGE_SIZE, (first + n) * PAGE_SIZE));
+  const segments = await storeSegments(pages ? [{ first: 0, pages }] : [], (first, n) => stager.storeLocal(padded.subarray(first * PAGE_SIZE, (first + n) * PAGE_SIZE)));
   const memfd = m.path.startsWith('/memfd:');
   ctx.image.addEntry(
     ShmemEntry.make({ id, kind: memfd ? 'memfd' : 'anon', name: memfd ? m.path.slice('/memfd:'.length) : '', size: contents.length, key, segments }),
@@ -139,7 +184,7 @@ export async function dump(ctx: DumpContext): Promise<void> {
   const skip = ferryRanges(ctx);
   const maps = readMaps(pid).filter((m) => !skip.some((r) => m.start < r.end && m.end > r.start));
   const vmflags = readVmFlags(pid);
-  const reader = new PageReader(pid);
+  const stager = new PageStager(ctx, pid);
   try {
     for (const m of maps) {
       const c = classify(m);
@@ -150,17 +195,17 @@ export async function dump(ctx: DumpContext): Promise<void> {
       if (c === 'kernel') {
         ctx.image.addEntry(VmaEntry.make({ ...base, kind: KERNEL_MAPPINGS.get(m.path as never)!, segments: [] }));
       } else if (c === 'shmem') {
-        ctx.image.addEntry(VmaEntry.make({ ...base, kind: 'shmem', shmem: await dumpShmem(ctx, m), segments: [] }));
+        ctx.image.addEntry(VmaEntry.make({ ...base, kind: 'shmem', shmem: await dumpShmem(ctx, m, stager), segments: [] }));
       } else if (c === 'file' && m.shared) {
         ctx.image.addEntry(VmaEntry.make({ ...base, kind: 'file', file: identifyFile(m.path), segments: [] }));
       } else {
         const travel = travellingPages(pid, m, c === 'anon');
-        const segments = await storeSegments(ctx, travel, (first, n) => reader.read(m.start + first * PAGE_SIZE, n, m.read));
+        const segments = await storeSegments(travel, (first, n) => stager.storeRemote(m.start + first * PAGE_SIZE, n, m.read));
         ctx.image.addEntry(VmaEntry.make({ ...base, kind: c, ...(c === 'file' ? { file: identifyFile(m.path) } : {}), segments }));
       }
     }
   } finally {
-    reader.close();
+    await stager.close();
   }
   dumpMm(ctx);
 }

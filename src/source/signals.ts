@@ -18,23 +18,29 @@ function readTimeval(b: Buffer, at: number): { sec: number; usec: number } {
 
 export function dump(ctx: DumpContext): void {
   const { pid, injector: inj } = ctx;
+  inj.reset();
+  const actions = inj.reserve(64 * KERNEL_SIGACTION_SIZE);
+  const timers = inj.reserve(3 * ITIMERVAL_SIZE);
+  const signos = Array.from({ length: 64 }, (_, i) => i + 1);
+  inj.batch('rt_sigaction / getitimer', [
+    ...signos.map((signo) => ({ nr: Sys.rt_sigaction, args: [signo, 0, actions + (signo - 1) * KERNEL_SIGACTION_SIZE, 8] })),
+    ...[0, 1, 2].map((which) => ({ nr: Sys.getitimer, args: [which, timers + which * ITIMERVAL_SIZE] })),
+  ]);
+  const acts = inj.read(actions, 64 * KERNEL_SIGACTION_SIZE);
   const handlers = [];
-  const out = inj.reserve(Math.max(KERNEL_SIGACTION_SIZE, ITIMERVAL_SIZE));
-  for (let signo = 1; signo <= 64; signo++) {
-    inj.call(`rt_sigaction(${signo})`, Sys.rt_sigaction, signo, 0, out, 8);
-    const act = inj.read(out, KERNEL_SIGACTION_SIZE);
-    const handler = act.readBigUInt64LE(0);
-    const flags = act.readBigUInt64LE(8);
-    const mask = act.readBigUInt64LE(24);
+  for (const signo of signos) {
+    const at = (signo - 1) * KERNEL_SIGACTION_SIZE;
+    const handler = acts.readBigUInt64LE(at);
+    const flags = acts.readBigUInt64LE(at + 8);
+    const mask = acts.readBigUInt64LE(at + 24);
     if (handler === 0n && flags === 0n && mask === 0n) continue;
-    handlers.push({ signo, handler: Number(handler), flags: hex(flags), restorer: Number(act.readBigUInt64LE(16)), mask: hex(mask) });
+    handlers.push({ signo, handler: Number(handler), flags: hex(flags), restorer: Number(acts.readBigUInt64LE(at + 16)), mask: hex(mask) });
   }
+  const t = inj.read(timers, 3 * ITIMERVAL_SIZE);
   const itimers = [];
   for (let which = 0; which <= 2; which++) {
-    inj.call(`getitimer(${which})`, Sys.getitimer, which, out);
-    const v = inj.read(out, ITIMERVAL_SIZE);
-    const interval = readTimeval(v, 0);
-    const value = readTimeval(v, 16);
+    const interval = readTimeval(t, which * ITIMERVAL_SIZE);
+    const value = readTimeval(t, which * ITIMERVAL_SIZE + 16);
     if (value.sec || value.usec) itimers.push({ which, interval, value });
   }
   inj.reset();

@@ -14,6 +14,7 @@ const MAP_SHARED = 0x01;
 const MAP_PRIVATE = 0x02;
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
+const MAP_NORESERVE = 0x4000;
 const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE = 1;
 const MREMAP_FIXED = 2;
@@ -188,15 +189,15 @@ export async function restore(ctx: RestoreContext, parking: number): Promise<voi
     for (const v of ctx.image.entriesOf(VmaEntry)) {
       if ((KERNEL_KINDS as readonly string[]).includes(v.kind)) continue;
       const len = v.end - v.start;
-      const growsdown = v.flags.includes('growsdown') ? MAP_GROWSDOWN : 0;
+      const extra = (v.flags.includes('growsdown') ? MAP_GROWSDOWN : 0) | (v.flags.includes('noreserve') ? MAP_NORESERVE : 0);
       const writable = (v.prot & PROT_WRITE) !== 0;
       if (v.kind === 'anon') {
-        inj.call(`mmap(${v.name || 'anon'})`, Sys.mmap, v.start, len, v.prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | growsdown, -1, 0);
+        inj.call(`mmap(${v.name || 'anon'})`, Sys.mmap, v.start, len, v.prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | extra, -1, 0);
         await fillSegments(ctx, v.start, v.segments, writable, false, fill);
       } else if (v.kind === 'file') {
         const fd = openInHusk(ctx, v.file!.path, v.shared && writable ? O_RDWR : O_RDONLY);
         try {
-          inj.call(`mmap(${v.file!.path})`, Sys.mmap, v.start, len, v.prot, (v.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE | growsdown, fd, v.offset);
+          inj.call(`mmap(${v.file!.path})`, Sys.mmap, v.start, len, v.prot, (v.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE | extra, fd, v.offset);
         } finally {
           inj.call('close', Sys.close, fd);
         }

@@ -16,6 +16,8 @@ export function restore(ctx: RestoreContext): void {
   const s = ctx.image.entriesOf(SignalsEntry).find((e) => e.pid === ctx.pid);
   if (!s) return;
   const inj = ctx.injector;
+  inj.reset();
+  const calls = [];
   for (const h of s.handlers) {
     if (h.signo === SIGKILL || h.signo === SIGSTOP) continue;
     const act = Buffer.alloc(32);
@@ -23,8 +25,7 @@ export function restore(ctx: RestoreContext): void {
     act.writeBigUInt64LE(fromHex(h.flags), 8);
     act.writeBigUInt64LE(BigInt(h.restorer), 16);
     act.writeBigUInt64LE(fromHex(h.mask), 24);
-    inj.reset();
-    inj.call(`rt_sigaction(${h.signo})`, Sys.rt_sigaction, h.signo, inj.put(act), 0, 8);
+    calls.push({ nr: Sys.rt_sigaction, args: [h.signo, inj.put(act), 0, 8] });
   }
   for (const t of s.itimers) {
     const v = Buffer.alloc(32);
@@ -32,9 +33,10 @@ export function restore(ctx: RestoreContext): void {
     v.writeBigInt64LE(BigInt(t.interval.usec), 8);
     v.writeBigInt64LE(BigInt(t.value.sec), 16);
     v.writeBigInt64LE(BigInt(t.value.usec), 24);
-    inj.reset();
-    inj.call(`setitimer(${t.which})`, Sys.setitimer, t.which, inj.put(v), 0);
+    calls.push({ nr: Sys.setitimer, args: [t.which, inj.put(v), 0] });
   }
+  inj.batch('rt_sigaction / setitimer', calls);
+  inj.reset();
   for (const info of s.pending) {
     const signo = Buffer.from(info).readInt32LE(0);
     inj.reset();
