@@ -6,3 +6,5 @@ import './memory.js';
 import './thread.js';
 import './process.js';
 import './signals.js';
+import './files.js';
+import './creds.js';

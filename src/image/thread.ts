@@ -23,6 +23,10 @@ export const ThreadEntry = defineEntry(
     altstack: z.strictObject({ sp: Address, flags: z.number().int(), size: z.number().int().nonnegative() }).nullable(),
     /** Pending thread-directed signals, raw siginfo_t (128 bytes each), oldest first. */
     pending: z.array(Bytes),
+    /** Scheduling niceness (setpriority is per thread on Linux). */
+    nice: z.number().int().min(-20).max(19),
+    /** prctl(PR_GET_TIMERSLACK), in nanoseconds. */
+    timerSlackNs: z.number().int().nonnegative(),
   }),
 );
 export type ThreadEntry = Entry<typeof ThreadEntry>;

@@ -1,5 +1,4 @@
 import { readStat, readStatus, readLink, readProcFile, listThreads } from '../native/proc.js';
-import { prlimit } from '../native/process.js';
 import { Sys } from '../native/syscalls.js';
 import { ProcessEntry } from '../image/process.js';
 import { hex } from '../image/fields.js';
@@ -29,11 +28,15 @@ export function dump(ctx: DumpContext): void {
   const childSubreaper = injector.read(out, 4).readInt32LE(0) !== 0;
   injector.reset();
   const dumpable = injector.call('prctl(PR_GET_DUMPABLE)', Sys.prctl, PR_GET_DUMPABLE);
+  // From inside: prlimit on a process with other uids needs CAP_SYS_RESOURCE, which hosts may withhold.
   const rlimits = [];
+  const limit = injector.reserve(16);
   for (let resource = 0; resource < RLIMIT_COUNT; resource++) {
-    const r = prlimit(pid, resource);
-    rlimits.push({ resource, soft: hex(r.soft), hard: hex(r.hard) });
+    injector.call(`prlimit64(${resource})`, Sys.prlimit64, 0, resource, 0, limit);
+    const r = injector.read(limit, 16);
+    rlimits.push({ resource, soft: hex(r.readBigUInt64LE(0)), hard: hex(r.readBigUInt64LE(8)) });
   }
+  injector.reset();
   ctx.image.addEntry(
     ProcessEntry.make({
       pid,

@@ -8,6 +8,8 @@ import type { Refusal } from './refusal.js';
 import type { DumpContext } from './context.js';
 
 const PR_GET_TID_ADDRESS = 40;
+const PR_GET_TIMERSLACK = 30;
+const PRIO_PROCESS = 0;
 const SS_ONSTACK = 1;
 const SS_DISABLE = 2;
 
@@ -30,6 +32,9 @@ export function dump(ctx: DumpContext): void {
   injector.reset();
   const ssFlags = stack.readInt32LE(8);
   const rseq = getRseqConfiguration(tid);
+  // The raw syscall returns 20 - nice, so that no valid result looks like an error.
+  const nice = 20 - injector.call('getpriority', Sys.getpriority, PRIO_PROCESS, 0);
+  const timerSlackNs = injector.call('prctl(PR_GET_TIMERSLACK)', Sys.prctl, PR_GET_TIMERSLACK);
   ctx.image.addEntry(
     ThreadEntry.make({
       pid,
@@ -43,6 +48,8 @@ export function dump(ctx: DumpContext): void {
       rseq: rseq.rseqAbiPointer ? { addr: Number(rseq.rseqAbiPointer), size: rseq.rseqAbiSize, signature: rseq.signature } : null,
       altstack: ssFlags & SS_DISABLE ? null : { sp: Number(stack.readBigUInt64LE(0)), flags: ssFlags & ~SS_ONSTACK, size: Number(stack.readBigUInt64LE(16)) },
       pending: peekSiginfo(tid, false).map((s) => new Uint8Array(s)),
+      nice,
+      timerSlackNs,
     }),
   );
 }

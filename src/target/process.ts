@@ -1,5 +1,4 @@
 import { Sys } from '../native/syscalls.js';
-import { prlimit } from '../native/process.js';
 import { ProcessEntry } from '../image/process.js';
 import { fromHex } from '../image/fields.js';
 import type { RestoreContext } from './context.js';
@@ -36,12 +35,36 @@ export function restore(ctx: RestoreContext): void {
   inj.reset();
   inj.call('umask', Sys.umask, p.umask);
   inj.call('personality', Sys.personality, p.personality);
-  inj.call('prctl(PR_SET_PDEATHSIG)', Sys.prctl, PR_SET_PDEATHSIG, p.pdeathsig);
-  inj.call('prctl(PR_SET_DUMPABLE)', Sys.prctl, PR_SET_DUMPABLE, p.dumpable);
   if (p.childSubreaper) inj.call('prctl(PR_SET_CHILD_SUBREAPER)', Sys.prctl, PR_SET_CHILD_SUBREAPER, 1);
 }
 
-/** Resource limits, set from outside once every fd is in place (a lowered RLIMIT_NOFILE would refuse a high fd). */
+/**
+ * Resource limits, once every fd is in place (a lowered RLIMIT_NOFILE would
+ * refuse a high fd) and before the credentials change: set from inside, so
+ * no capability over another uid's process is needed.
+ */
 export function restoreLimits(ctx: RestoreContext): void {
-  for (const r of processOf(ctx).rlimits) prlimit(ctx.pid, r.resource, { soft: fromHex(r.soft), hard: fromHex(r.hard) });
+  const inj = ctx.injector;
+  for (const r of processOf(ctx).rlimits) {
+    const limit = Buffer.alloc(16);
+    limit.writeBigUInt64LE(fromHex(r.soft), 0);
+    limit.writeBigUInt64LE(fromHex(r.hard), 8);
+    inj.reset();
+    inj.call(`prlimit64(${r.resource})`, Sys.prlimit64, 0, r.resource, inj.put(limit), 0);
+  }
+  inj.reset();
+}
+
+/**
+ * The parent-death signal and the dumpable flag: any change of credentials
+ * resets both, so they follow creds.restore. The parent-death signal then
+ * belongs to the restored process's parent on this host (the restoring
+ * agent, or whoever it hands the process to): the original parent is not
+ * part of a single-process image.
+ */
+export function restoreAfterCreds(ctx: RestoreContext): void {
+  const p = processOf(ctx);
+  const inj = ctx.injector;
+  inj.call('prctl(PR_SET_PDEATHSIG)', Sys.prctl, PR_SET_PDEATHSIG, p.pdeathsig);
+  inj.call('prctl(PR_SET_DUMPABLE)', Sys.prctl, PR_SET_DUMPABLE, p.dumpable);
 }

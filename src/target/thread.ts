@@ -7,6 +7,8 @@ import { fromHex } from '../image/fields.js';
 import type { RestoreContext } from './context.js';
 
 const PR_SET_NAME = 15;
+const PR_SET_TIMERSLACK = 29;
+const PRIO_PROCESS = 0;
 
 export function threadOf(ctx: RestoreContext): ThreadEntry {
   const t = ctx.image.entriesOf(ThreadEntry).find((e) => e.pid === ctx.pid && e.tid === ctx.pid);
@@ -14,7 +16,12 @@ export function threadOf(ctx: RestoreContext): ThreadEntry {
   return t;
 }
 
-/** Per-thread kernel state set from inside: name, rseq, clear_child_tid, robust futex list, pending thread signals. */
+/**
+ * Per-thread kernel state set from inside: name, rseq, clear_child_tid,
+ * robust futex list, pending thread signals, niceness and timer slack. It
+ * runs before the credentials change, while the husk may still lower its
+ * nice value (CAP_SYS_NICE).
+ */
 export function restoreKernelState(ctx: RestoreContext): void {
   const t = threadOf(ctx);
   const inj = ctx.injector;
@@ -33,6 +40,8 @@ export function restoreKernelState(ctx: RestoreContext): void {
     inj.reset();
   }
   if (t.robustList.head) inj.call('set_robust_list', Sys.set_robust_list, t.robustList.head, t.robustList.len);
+  inj.call('setpriority', Sys.setpriority, PRIO_PROCESS, 0, t.nice);
+  inj.call('prctl(PR_SET_TIMERSLACK)', Sys.prctl, PR_SET_TIMERSLACK, t.timerSlackNs);
   for (const info of t.pending) {
     const signo = Buffer.from(info).readInt32LE(0);
     inj.reset();
