@@ -1,12 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import * as checkpoint from './commands/checkpoint.js';
+import * as demo from './commands/demo.js';
 import * as doctor from './commands/doctor.js';
-import { CliError, describeError, formatErrorLine, type ErrorReport } from './errors.js';
+import * as inspect from './commands/inspect.js';
+import * as restore from './commands/restore.js';
+import { describeError, exitCodeFor, formatErrorLine, type ErrorReport } from './errors.js';
 import { EXIT_CODE_MEANINGS, ExitCode } from './exit-codes.js';
 import { setJsonOutput } from './output.js';
 
 /** Each command lives in ./commands/<name>.ts and adds itself to the program. */
-const COMMANDS: ReadonlyArray<{ register(program: Command): void }> = [doctor];
+const COMMANDS: ReadonlyArray<{ register(program: Command): void }> = [checkpoint, demo, doctor, inspect, restore];
 
 /** Runs `migrate` with Node's argv; the outcome is left in process.exitCode. */
 export async function main(argv: readonly string[]): Promise<void> {
@@ -68,7 +72,7 @@ function report(error: unknown, json: boolean): ExitCode {
   const description = describeError(error);
   if (json) printJsonError(description);
   else process.stderr.write(`${formatErrorLine(description)}\n`);
-  return error instanceof CliError ? error.exitCode : ExitCode.Failed;
+  return exitCodeFor(error);
 }
 
 function usageMessage(error: CommanderError): string {

@@ -30,3 +30,9 @@ export function formatTable(headers: readonly string[], rows: ReadonlyArray<read
       .trimEnd();
   return [formatRow(headers), ...rows.map(formatRow)].join('\n');
 }
+
+/** One record as "name  value" lines, the values aligned. */
+export function formatFields(fields: ReadonlyArray<readonly [string, string]>): string {
+  const width = Math.max(0, ...fields.map(([name]) => name.length));
+  return fields.map(([name, value]) => `${name.padEnd(width)}  ${value}`).join('\n');
+}

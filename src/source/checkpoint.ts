@@ -15,14 +15,18 @@ import * as thread from './thread.js';
 import * as proc from './process.js';
 import * as memory from './memory.js';
 import * as signals from './signals.js';
+import * as files from './files.js';
+import * as creds from './creds.js';
 
 /** A resource the checkpoint knows: checked before the process is touched, dumped while it is stopped. Order matters: thread first (it records the registers from before injection). */
 interface SourceResource {
   inspect(pid: number, refusals: Refusal[]): void;
+  /** Work that needs no freeze (hashing mapped files), done before it to keep downtime short. */
+  prepare?(pid: number): void;
   dump(ctx: DumpContext): void | Promise<void>;
 }
 
-const RESOURCES: SourceResource[] = [thread, proc, memory, signals];
+const RESOURCES: SourceResource[] = [thread, proc, memory, signals, creds, files];
 
 export interface CheckpointOptions {
   /** Let the process continue after the checkpoint instead of killing it. */
@@ -46,7 +50,7 @@ export interface CheckpointSummary {
 
 /** Everything that would make the checkpoint of `pid` fail or restore wrongly, found without touching the process. */
 export function inspectProcess(pid: number): Refusal[] {
-  if (!processExists(pid)) throw new NativeError(`checkpoint ${pid}`, Errno.ESRCH, 'no such process');
+  if (!processExists(pid)) throw new NativeError('checkpoint', Errno.ESRCH, `pid ${pid}`);
   const refusals: Refusal[] = [];
   for (const r of RESOURCES) r.inspect(pid, refusals);
   return refusals;
@@ -56,6 +60,7 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
   const started = performance.now();
   const refusals = inspectProcess(pid);
   if (refusals.length) throw new CheckpointRefused(refusals);
+  for (const r of RESOURCES) r.prepare?.(pid);
   const image = await ImageWriter.create(dir);
   let frozenAt = 0;
   let injector: Injector | null = null;

@@ -4,13 +4,15 @@ import { findSyscallGadget } from '../native/inject.js';
 import { processExists, readStat } from '../native/proc.js';
 import { Sys } from '../native/syscalls.js';
 import type { Op } from '../native/tracer-protocol.js';
-import { ImageReader } from '../image/format.js';
+import { ImageReader, hostFacts } from '../image/format.js';
 import '../image/all.js';
 import type { RestoreContext } from './context.js';
 import * as memory from './memory.js';
 import * as proc from './process.js';
 import * as thread from './thread.js';
 import * as signals from './signals.js';
+import * as files from './files.js';
+import * as creds from './creds.js';
 
 /** The image cannot be restored here; nothing was created. */
 export class RestoreRefused extends Error {
@@ -66,7 +68,16 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
       }
       problems.push(`pid ${p.pid} is in use${who}; the restored process needs exactly that pid`);
     }
+    // The restored process keeps calling into the vdso at the offsets of the kernel it was checkpointed on.
+    const here = hostFacts();
+    const there = image.manifest.host;
+    if (there.arch !== here.arch) problems.push(`the image is for ${there.arch}, this host is ${here.arch}`);
+    if (there.kernel !== here.kernel || there.kernelBuild !== here.kernelBuild) {
+      problems.push(`the image was taken on kernel ${there.kernel} (${there.kernelBuild}); this host runs ${here.kernel} (${here.kernelBuild}), and a process needs the exact kernel build its vdso came from`);
+    }
     memory.preflight({ image }, problems);
+    files.preflight({ image }, problems);
+    creds.preflight({ image }, problems);
     if (problems.length) throw new RestoreRefused(problems);
 
     const started = performance.now();
@@ -79,15 +90,18 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
       const ctx: RestoreContext = { pid: p.pid, image, husk, injector: husk.injector, shmemFds: new Map(), parkedFds: new Set(), fdFloor: fdFloor(image) };
       await memory.restore(ctx, base + PARKING_OFFSET);
       signals.restore(ctx);
+      await files.restore(ctx);
       proc.restore(ctx);
       ctx.injector.useGadget(findSyscallGadget(ctx.pid, null, husk.layout));
       ctx.injector.call('munmap(husk)', Sys.munmap, husk.layout.start, husk.layout.end - husk.layout.start);
       memory.restoreMm(ctx);
       thread.restoreKernelState(ctx);
+      proc.restoreLimits(ctx);
+      creds.restore(ctx);
+      proc.restoreAfterCreds(ctx);
       for (const fd of [...ctx.parkedFds]) ctx.injector.call('close(parked)', Sys.close, fd);
       ctx.injector.end(false);
       thread.restoreCpu(ctx);
-      proc.restoreLimits(ctx);
       detach(ctx.pid);
       return { pid: p.pid, dir, restoreMs: performance.now() - started };
     } catch (e) {

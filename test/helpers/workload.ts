@@ -4,6 +4,7 @@ import path from 'node:path';
 import { workloadBin } from './paths.js';
 import { waitFor } from './wait.js';
 import type { Tracer } from '../../src/native/tracer.js';
+import type { StdioSpec } from '../../src/native/process.js';
 
 const SIGTERM = 15;
 const SIGKILL = 9;
@@ -24,13 +25,15 @@ export class Workload {
     this.resultFile = path.join(this.dir, 'result');
   }
 
-  static async start(tracer: Tracer, name: string, args: string[] = [], env: Record<string, string> = {}): Promise<Workload> {
+  /** `spawn.binary` runs a copy of the workload from elsewhere; `spawn.stdin` hands it an fd of ours as fd 0 (the only inherited fd a workload keeps). */
+  static async start(tracer: Tracer, name: string, args: string[] = [], env: Record<string, string> = {}, spawn: { binary?: string; stdin?: StdioSpec } = {}): Promise<Workload> {
     const w = new Workload(tracer, name);
     live.add(w);
-    w.pid = await tracer.call<number>('spawn', workloadBin(name), {
+    w.pid = await tracer.call<number>('spawn', spawn.binary ?? workloadBin(name), {
       argv: [name, w.resultFile, ...args],
       env: { PATH: '/usr/bin:/bin', ...env },
       cwd: w.dir,
+      stdin: spawn.stdin ?? 'null',
       stdout: { path: path.join(w.dir, 'stdout') },
       stderr: { path: path.join(w.dir, 'stderr') },
     });
