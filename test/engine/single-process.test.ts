@@ -1,8 +1,19 @@
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Tracer } from '../../src/native/tracer.js';
 import { Workload } from '../helpers/workload.js';
-import { startEngine, roundTrip, cleanupImages } from '../helpers/engine.js';
+import { startEngine, roundTrip, cleanupImages, imageDir, checkpoint, restore } from '../helpers/engine.js';
+
+function digestDir(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of fs.readdirSync(dir).sort()) {
+    const st = fs.statSync(path.join(dir, f));
+    out[f] = `${crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, f))).digest('hex')} ${st.mtimeMs}`;
+  }
+  return out;
+}
 
 describe('checkpoint and restore of one process', function () {
   let tracer: Tracer;
@@ -36,10 +47,17 @@ describe('checkpoint and restore of one process', function () {
     assert.equal((await roundTrip(tracer, w)).verdict, 'PASS');
   });
 
-  it('the image can be restored again after the restored copy is gone', async () => {
+  it('restores the same image twice, one copy after the other, without changing it', async () => {
     const w = await Workload.start(tracer, 'counter');
-    const first = await roundTrip(tracer, w);
-    assert.equal(first.verdict, 'PASS');
-    assert.ok(!fs.existsSync(`/proc/${w.pid}`));
+    const dir = imageDir();
+    await checkpoint(tracer, w.pid, dir);
+    const before = digestDir(dir);
+    for (const round of [1, 2]) {
+      fs.rmSync(w.resultFile, { force: true });
+      const r = await restore(tracer, dir);
+      assert.equal(r.pid, w.pid, `restore ${round} keeps the pid`);
+      assert.equal(await w.finish(), 'PASS', `restore ${round}`);
+    }
+    assert.deepEqual(digestDir(dir), before, 'restore never modifies the image');
   });
 });
