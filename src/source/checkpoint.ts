@@ -26,7 +26,14 @@ interface SourceResource {
   dump(ctx: DumpContext): void | Promise<void>;
 }
 
-const RESOURCES: SourceResource[] = [thread, proc, memory, signals, creds, files];
+const RESOURCES: Array<[string, SourceResource]> = [
+  ['thread', thread],
+  ['process', proc],
+  ['memory', memory],
+  ['signals', signals],
+  ['creds', creds],
+  ['files', files],
+];
 
 export interface CheckpointOptions {
   /** Let the process continue after the checkpoint instead of killing it. */
@@ -45,6 +52,8 @@ export interface CheckpointSummary {
   /** From the moment the process stopped until it was released or killed. */
   frozenMs: number;
   totalMs: number;
+  /** Where the time went, in order: checks, preparation, each resource's dump, writing the image, releasing the process. */
+  phases: Array<{ phase: string; ms: number }>;
   leftRunning: boolean;
 }
 
@@ -52,16 +61,25 @@ export interface CheckpointSummary {
 export function inspectProcess(pid: number): Refusal[] {
   if (!processExists(pid)) throw new NativeError('checkpoint', Errno.ESRCH, `pid ${pid}`);
   const refusals: Refusal[] = [];
-  for (const r of RESOURCES) r.inspect(pid, refusals);
+  for (const [, r] of RESOURCES) r.inspect(pid, refusals);
   return refusals;
 }
 
 export async function checkpointProcess(pid: number, dir: string, opts: CheckpointOptions = {}): Promise<CheckpointSummary> {
   const started = performance.now();
+  const phases: Array<{ phase: string; ms: number }> = [];
+  let mark = started;
+  const lap = (phase: string) => {
+    const now = performance.now();
+    phases.push({ phase, ms: now - mark });
+    mark = now;
+  };
   const refusals = inspectProcess(pid);
   if (refusals.length) throw new CheckpointRefused(refusals);
-  for (const r of RESOURCES) r.prepare?.(pid);
+  lap('inspect');
+  for (const [, r] of RESOURCES) r.prepare?.(pid);
   const image = await ImageWriter.create(dir);
+  lap('prepare');
   let frozenAt = 0;
   let injector: Injector | null = null;
   let attached = false;
@@ -70,20 +88,31 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
     attached = true;
     frozenAt = performance.now();
     injector = new Injector(pid);
+    lap('stop');
     const ctx: DumpContext = { pid, injector, image, stats: { pages: 0, dataPages: 0, zeroPages: 0 }, shmemIds: new Map() };
-    for (const r of RESOURCES) await r.dump(ctx);
+    for (const [name, r] of RESOURCES) {
+      await r.dump(ctx);
+      lap(`dump ${name}`);
+    }
     injector.end();
-    const manifest = await image.finish({ pid, kind: 'process' });
-    let frozenMs: number;
+    let frozenMs = 0;
     if (opts.leaveRunning) {
+      // Everything is captured: the process need not wait for the image to reach the disk.
       detach(pid);
+      attached = false;
       frozenMs = performance.now() - frozenAt;
-    } else {
+      lap('release');
+    }
+    const manifest = await image.finish({ pid, kind: 'process' });
+    lap('write image');
+    if (!opts.leaveRunning) {
+      // Only once the image is safely on disk may the original go.
       kill(pid, 9);
       frozenMs = performance.now() - frozenAt;
       await releasePid(pid);
+      attached = false;
+      lap('release');
     }
-    attached = false;
     return {
       pid,
       dir: path.resolve(dir),
@@ -93,6 +122,7 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
       frozenMs,
       totalMs: performance.now() - started,
       leftRunning: !!opts.leaveRunning,
+      phases,
     };
   } catch (e) {
     // Leave the process exactly as it was: registers, mask, no scratch, running.
