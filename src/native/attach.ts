@@ -1,4 +1,5 @@
-import { NativeError } from './errors.js';
+import { NativeError, isNativeError } from './errors.js';
+import { listThreads } from './proc.js';
 import { Errno } from './errno.js';
 import * as ptrace from './ptrace.js';
 import { waitpidTimeout, type WaitStatus } from './wait.js';
@@ -49,4 +50,54 @@ export function waitForTrapStop(tid: number, timeoutMs: number): void {
 /** Lets a stopped tracee go; it continues what it was doing (a syscall restarts as the kernel would). */
 export function detach(tid: number): void {
   ptrace.detach(tid, 0);
+}
+
+/**
+ * Stops every thread of a process. Threads may be created while we attach:
+ * with PTRACE_O_TRACECLONE a thread born from a seized one is ours already
+ * (its first stop is waited for); one born from a not-yet-seized thread is
+ * found when /proc/PID/task is listed again, until the list stops changing.
+ * Returns the tids, the leader first.
+ */
+export function stopThreadGroup(pid: number, opts: AttachOptions = {}): number[] {
+  const options = (opts.options ?? 0) | ptrace.PTRACE_O.TRACECLONE;
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const stopped = new Set<number>();
+  try {
+    for (;;) {
+      const listed = listThreads(pid).filter((t) => !stopped.has(t));
+      if (listed.length === 0) break;
+      const seized: number[] = [];
+      for (const tid of listed) {
+        try {
+          ptrace.seize(tid, options);
+          ptrace.interrupt(tid);
+        } catch (e) {
+          // EPERM: already ours (auto-attached through TRACECLONE); ESRCH: it exited meanwhile.
+          if (isNativeError(e, 'ESRCH')) continue;
+          if (!isNativeError(e, 'EPERM')) throw e;
+        }
+        seized.push(tid);
+      }
+      for (const tid of seized) {
+        try {
+          waitForTrapStop(tid, timeoutMs);
+          stopped.add(tid);
+        } catch (e) {
+          if (!isNativeError(e, 'ESRCH')) throw e;
+        }
+      }
+    }
+  } catch (e) {
+    for (const tid of stopped) {
+      try {
+        ptrace.detach(tid);
+      } catch {
+        // gone
+      }
+    }
+    throw e;
+  }
+  if (!stopped.has(pid)) throw new NativeError(`stop ${pid}`, Errno.ESRCH, 'the process ended while it was being stopped');
+  return [pid, ...[...stopped].filter((t) => t !== pid).sort((a, b) => a - b)];
 }

@@ -17,7 +17,10 @@ export const DEFAULT_HUSK_BASE = 0x10000000;
 
 const SIGCHLD = 17;
 const SIGKILL = 9;
+const CLONE_VM = 0x100;
 const CLONE_THREAD = 0x10000;
+/** What a thread of a restored process is cloned with: everything a pthread shares. TLS comes with the registers. */
+export const THREAD_CLONE_FLAGS = CLONE_VM | 0x200 /* FS */ | 0x400 /* FILES */ | 0x800 /* SIGHAND */ | CLONE_THREAD | 0x40000 /* SYSVSEM */;
 const CLONE_ARGS_SIZE = 88;
 
 /** Options every husk is traced with: husks must die with their tracer (a half-built restore never runs on its own), and children created inside them are traced automatically. */
@@ -108,9 +111,13 @@ export class Husk {
       throw new NativeError('clone3', Errno.EINVAL, `asked for pid ${setTid[0]}, got ${child}`);
     }
     waitForTrapStop(child, 10_000);
-    const childInjector = new Injector(child, this.layout.gadget);
-    childInjector.scratchHint = inj.scratchHint;
-    childInjector.dropInheritedScratch(inj.scratchRange);
+    const childInjector = new Injector(child, inj.gadget);
+    if (flags & CLONE_VM) {
+      childInjector.shareScratchOf(inj);
+    } else {
+      childInjector.scratchHint = inj.scratchHint;
+      childInjector.dropInheritedScratch(inj.scratchRange);
+    }
     const husk = new Husk(child, this.layout, childInjector);
     this.children.push(husk);
     return husk;

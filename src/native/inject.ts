@@ -116,6 +116,8 @@ export class Injector {
   private scratchSize = 0;
   private scratchUsed = 0;
   private ended = false;
+  /** When set, scratch memory belongs to this other injector (a thread of the same process). */
+  private scratchOwner: Injector | null = null;
   /** Where to put scratch memory (a restore keeps it clear of the image's addresses); null lets the kernel choose. */
   scratchHint: number | null = null;
   /** Children created by injected fork/clone calls, in order. */
@@ -244,8 +246,14 @@ export class Injector {
    * never merges with a neighbour: a checkpoint can leave it out by its
    * range, and the process's own VMAs stay exactly as they were.
    */
-  private ensureScratch(size: number): void {
-    if (this.scratchUsed + size <= this.scratchSize) return;
+  ensureScratch(size: number): void {
+    if (this.scratchOwner && !this.scratchAddr) {
+      this.scratchOwner.ensureScratch(0);
+      const r = this.scratchOwner.scratchRange!;
+      this.scratchAddr = r.start;
+      this.scratchSize = r.end - r.start;
+    }
+    if (this.scratchAddr && this.scratchUsed + size <= this.scratchSize) return;
     if (this.scratchAddr) throw new RangeError(`scratch of ${this.scratchSize} bytes in ${this.pid} exhausted; call reset() between uses`);
     const want = Math.max(256 * PAGE, Math.ceil(size / PAGE) * PAGE);
     const flags = MAP_SHARED | MAP_ANONYMOUS | (this.scratchHint !== null ? MAP_FIXED_NOREPLACE : 0);
@@ -274,6 +282,16 @@ export class Injector {
     return out;
   }
 
+  /**
+   * Uses another injector's scratch mapping: threads of one process share
+   * their memory, so one scratch serves them all. The owner unmaps it; the
+   * tracer runs one injection at a time, so the users never overlap.
+   */
+  shareScratchOf(owner: Injector): void {
+    this.scratchHint = owner.scratchHint;
+    this.scratchOwner = owner;
+  }
+
   /** Unmaps a copy of the parent's scratch that a cloned task inherited (shared memory: the parent must keep its own). */
   dropInheritedScratch(range: { start: number; end: number } | null): void {
     if (range) this.call('munmap', Sys.munmap, range.start, range.end - range.start);
@@ -295,10 +313,10 @@ export class Injector {
    */
   end(restore = true): void {
     if (this.ended) return;
-    if (this.scratchAddr) {
+    if (this.scratchAddr && !this.scratchOwner) {
       this.call('munmap', Sys.munmap, this.scratchAddr, this.scratchSize);
-      this.scratchAddr = 0;
     }
+    this.scratchAddr = 0;
     this.ended = true;
     if (restore) {
       ptrace.setRegs(this.pid, this.saved);

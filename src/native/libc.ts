@@ -31,9 +31,30 @@ export function syscallBig(call: string, nr: number, a1: Arg = 0, a2: Arg = 0, a
   return r;
 }
 
-/** The address of a Buffer's memory, for passing pointers inside structs or as raw syscall arguments. The buffer must stay referenced while the kernel uses it. */
+/**
+ * Buffers whose address was handed out. A raw address does not keep its
+ * Buffer alive: V8 may collect a buffer nobody refers to any more while the
+ * kernel is still to read it (seen: PTRACE_SETREGSET failing with EFAULT, or
+ * worse, reading reused memory). Every such buffer is therefore held here
+ * until the current synchronous run of code has finished, which covers
+ * every syscall that run makes. Don't carry an address across an await.
+ */
+const pinned: Array<Buffer | Uint8Array> = [];
+let unpinScheduled = false;
+
+function unpinAll(): void {
+  pinned.length = 0;
+  unpinScheduled = false;
+}
+
+/** The address of a Buffer's memory, for passing pointers inside structs or as raw syscall arguments. The buffer is kept alive until the current synchronous code has run (see `pinned`). */
 export function addressOf(buf: Buffer | Uint8Array): bigint {
   if (buf.byteLength === 0) return 0n;
+  pinned.push(buf);
+  if (!unpinScheduled) {
+    unpinScheduled = true;
+    queueMicrotask(unpinAll);
+  }
   return koffi.address(buf) as bigint;
 }
 

@@ -171,6 +171,8 @@ export interface PagemapScanQuery {
   inverted?: number;
   /** PM_SCAN_* flags (write-protect what is found, ...). */
   flags?: number;
+  /** Extra categories to report per region (regions are split where these differ). */
+  report?: number;
 }
 
 export interface PageRegion {
@@ -195,7 +197,7 @@ export function pagemapScan(pid: number, start: number, end: number, q: PagemapS
   const regions: PageRegion[] = [];
   const vec = Buffer.alloc(SCAN_BATCH * PAGE_REGION_SIZE);
   const arg = Buffer.alloc(PM_SCAN_ARG_SIZE);
-  const returnMask = (q.required ?? 0) | (q.anyOf ?? 0);
+  const returnMask = (q.required ?? 0) | (q.anyOf ?? 0) | (q.report ?? 0);
   try {
     for (let from = start; from < end; ) {
       arg.fill(0);

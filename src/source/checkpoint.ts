@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { attachAndStop, detach } from '../native/attach.js';
+import { stopThreadGroup, detach } from '../native/attach.js';
 import { Injector } from '../native/inject.js';
 import { kill } from '../native/process.js';
 import { waitpid, WAIT } from '../native/wait.js';
@@ -17,6 +17,7 @@ import * as memory from './memory.js';
 import * as signals from './signals.js';
 import * as files from './files.js';
 import * as creds from './creds.js';
+import * as timers from './timers.js';
 
 /** A resource the checkpoint knows: checked before the process is touched, dumped while it is stopped. Order matters: thread first (it records the registers from before injection). */
 interface SourceResource {
@@ -33,6 +34,7 @@ const RESOURCES: Array<[string, SourceResource]> = [
   ['signals', signals],
   ['creds', creds],
   ['files', files],
+  ['timers', timers],
 ];
 
 export interface CheckpointOptions {
@@ -81,25 +83,30 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
   const image = await ImageWriter.create(dir);
   lap('prepare');
   let frozenAt = 0;
-  let injector: Injector | null = null;
-  let attached = false;
+  let threads: Array<{ tid: number; injector: Injector }> = [];
+  let stoppedTids: number[] = [];
   try {
-    attachAndStop(pid);
-    attached = true;
+    stoppedTids = stopThreadGroup(pid);
     frozenAt = performance.now();
-    injector = new Injector(pid);
+    const leader = new Injector(pid);
+    threads = [{ tid: pid, injector: leader }];
+    for (const tid of stoppedTids.slice(1)) {
+      const inj = new Injector(tid, leader.gadget);
+      inj.shareScratchOf(leader);
+      threads.push({ tid, injector: inj });
+    }
     lap('stop');
-    const ctx: DumpContext = { pid, injector, image, stats: { pages: 0, dataPages: 0, zeroPages: 0 }, shmemIds: new Map() };
+    const ctx: DumpContext = { pid, injector: threads[0]!.injector, threads, image, stats: { pages: 0, dataPages: 0, zeroPages: 0 }, shmemIds: new Map() };
     for (const [name, r] of RESOURCES) {
       await r.dump(ctx);
       lap(`dump ${name}`);
     }
-    injector.end();
+    endInjection(threads);
     let frozenMs = 0;
     if (opts.leaveRunning) {
       // Everything is captured: the process need not wait for the image to reach the disk.
-      detach(pid);
-      attached = false;
+      detachAll(stoppedTids);
+      stoppedTids = [];
       frozenMs = performance.now() - frozenAt;
       lap('release');
     }
@@ -109,8 +116,9 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
       // Only once the image is safely on disk may the original go.
       kill(pid, 9);
       frozenMs = performance.now() - frozenAt;
-      await releasePid(pid);
-      attached = false;
+      const tids = stoppedTids;
+      stoppedTids = [];
+      await releasePid(pid, tids);
       lap('release');
     }
     return {
@@ -125,21 +133,32 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
       phases,
     };
   } catch (e) {
-    // Leave the process exactly as it was: registers, mask, no scratch, running.
-    try {
-      injector?.end();
-    } catch {
-      // the process may be gone; nothing to put back
-    }
-    if (attached) {
-      try {
-        detach(pid);
-      } catch {
-        // gone
-      }
-    }
+    // Leave the process exactly as it was: registers, masks, no scratch, running.
+    endInjection(threads);
+    detachAll(stoppedTids);
     await image.abort();
     throw e;
+  }
+}
+
+/** Puts back every thread's registers and mask; the leader last, because it owns the scratch mapping. */
+function endInjection(threads: Array<{ injector: Injector }>): void {
+  for (const { injector } of [...threads].reverse()) {
+    try {
+      injector.end();
+    } catch {
+      // the thread or the process is gone: nothing to put back
+    }
+  }
+}
+
+function detachAll(tids: number[]): void {
+  for (const tid of tids) {
+    try {
+      detach(tid);
+    } catch {
+      // gone
+    }
   }
 }
 
@@ -149,13 +168,18 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
  * parent that never reaps would keep the pid taken, and a restore with it
  * would fail, so say so.
  */
-async function releasePid(pid: number): Promise<void> {
+async function releasePid(pid: number, tids: number[]): Promise<void> {
   const deadline = Date.now() + 10_000;
+  // Every traced thread's exit is reported to us first; the leader is released only after all of them.
+  const pending = new Set(tids);
   while (processExists(pid)) {
-    try {
-      waitpid(pid, WAIT.WNOHANG);
-    } catch {
-      // not ours to reap: its parent will
+    for (const tid of [...pending, pid]) {
+      try {
+        if (waitpid(tid, WAIT.WNOHANG)) pending.delete(tid);
+      } catch {
+        // not ours to reap: its parent will
+        pending.delete(tid);
+      }
     }
     if (!processExists(pid)) return;
     if (Date.now() > deadline) {

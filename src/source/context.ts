@@ -12,8 +12,10 @@ export interface DumpStats {
 /** What every resource's dump gets: a stopped process, an injector into it, and the image being written. */
 export interface DumpContext {
   pid: number;
-  /** Injects into the stopped task; its scratch mapping is Ferry's, not the process's. */
+  /** Injects into the stopped thread-group leader; its scratch mapping is Ferry's, not the process's. */
   injector: Injector;
+  /** Every thread, the leader first, each with its own injector (sharing the leader's scratch). */
+  threads: Array<{ tid: number; injector: Injector }>;
   image: ImageWriter;
   stats: DumpStats;
   /** Shared-memory objects already in the image, by dev:inode, so fds and mappings of one memfd share one entry. */

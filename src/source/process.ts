@@ -1,4 +1,4 @@
-import { readStat, readStatus, readLink, readProcFile, listThreads } from '../native/proc.js';
+import { readStat, readStatus, readLink, readProcFile } from '../native/proc.js';
 import { Sys } from '../native/syscalls.js';
 import { ProcessEntry } from '../image/process.js';
 import { hex } from '../image/fields.js';
@@ -52,7 +52,7 @@ export function dump(ctx: DumpContext): void {
       pdeathsig,
       dumpable,
       childSubreaper,
-      threads: listThreads(pid),
+      threads: ctx.threads.map((t) => t.tid),
     }),
   );
 }

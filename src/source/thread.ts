@@ -1,4 +1,5 @@
-import { readProcFile, listThreads } from '../native/proc.js';
+import { readProcFile } from '../native/proc.js';
+import type { Injector } from '../native/inject.js';
 import { getXstate, getRseqConfiguration, peekSiginfo } from '../native/ptrace.js';
 import { getRobustList } from '../native/process.js';
 import { Sys } from '../native/syscalls.js';
@@ -13,28 +14,32 @@ const PRIO_PROCESS = 0;
 const SS_ONSTACK = 1;
 const SS_DISABLE = 2;
 
-export function inspect(pid: number, refusals: Refusal[]): void {
-  const tids = listThreads(pid);
-  if (tids.length > 1) refusals.push({ pid, resource: `threads ${tids.join(',')}`, reason: `${tids.length} threads: multi-threaded processes are not supported yet` });
+export function inspect(_pid: number, _refusals: Refusal[]): void {
+  // Every thread's state is dumped through ptrace and injection into that thread.
 }
 
-/** The thread's CPU and kernel state. Registers and mask are the ones from before injection began. */
+/** Every thread's CPU and kernel state. Registers and masks are the ones from before injection began. */
 export function dump(ctx: DumpContext): void {
-  const { pid, injector } = ctx;
-  const tid = pid;
-  const out = injector.reserve(8);
-  injector.call('prctl(PR_GET_TID_ADDRESS)', Sys.prctl, PR_GET_TID_ADDRESS, out);
-  const clearChildTid = Number(injector.read(out, 8).readBigUInt64LE(0));
+  for (const { tid, injector } of ctx.threads) dumpThread(ctx, tid, injector);
+}
+
+function dumpThread(ctx: DumpContext, tid: number, injector: Injector): void {
+  const { pid } = ctx;
   injector.reset();
+  const out = injector.reserve(8);
   const ss = injector.reserve(24);
-  injector.call('sigaltstack', Sys.sigaltstack, 0, ss);
+  // All per-thread, so each runs inside the thread it describes.
+  const [, , prio, timerSlackNs] = injector.batch(`thread ${tid} state`, [
+    { nr: Sys.prctl, args: [PR_GET_TID_ADDRESS, out] },
+    { nr: Sys.sigaltstack, args: [0, ss] },
+    { nr: Sys.getpriority, args: [PRIO_PROCESS, 0] },
+    { nr: Sys.prctl, args: [PR_GET_TIMERSLACK] },
+  ]);
+  const clearChildTid = Number(injector.read(out, 8).readBigUInt64LE(0));
   const stack = injector.read(ss, 24);
   injector.reset();
   const ssFlags = stack.readInt32LE(8);
   const rseq = getRseqConfiguration(tid);
-  // The raw syscall returns 20 - nice, so that no valid result looks like an error.
-  const nice = 20 - injector.call('getpriority', Sys.getpriority, PRIO_PROCESS, 0);
-  const timerSlackNs = injector.call('prctl(PR_GET_TIMERSLACK)', Sys.prctl, PR_GET_TIMERSLACK);
   ctx.image.addEntry(
     ThreadEntry.make({
       pid,
@@ -48,8 +53,9 @@ export function dump(ctx: DumpContext): void {
       rseq: rseq.rseqAbiPointer ? { addr: Number(rseq.rseqAbiPointer), size: rseq.rseqAbiSize, signature: rseq.signature } : null,
       altstack: ssFlags & SS_DISABLE ? null : { sp: Number(stack.readBigUInt64LE(0)), flags: ssFlags & ~SS_ONSTACK, size: Number(stack.readBigUInt64LE(16)) },
       pending: peekSiginfo(tid, false).map((s) => new Uint8Array(s)),
-      nice,
-      timerSlackNs,
+      // The raw syscall returns 20 - nice, so that no valid result looks like an error.
+      nice: 20 - prio!,
+      timerSlackNs: timerSlackNs!,
     }),
   );
 }

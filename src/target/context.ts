@@ -10,7 +10,10 @@ export interface RestoreContext {
   pid: number;
   image: ImageReader;
   husk: Husk;
+  /** Injects into the thread-group leader. */
   injector: Injector;
+  /** Every thread, the leader first, each with its own injector (sharing the leader's scratch). */
+  threads: Array<{ tid: number; injector: Injector }>;
   /** fds in the husk that hold shared-memory objects (by shmem id), for mappings and fd entries of one object. */
   shmemFds: Map<number, number>;
   /** Husk fds Ferry opened for its own use, above every fd the image restores; closed before the process runs. */

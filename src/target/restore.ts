@@ -13,6 +13,7 @@ import * as thread from './thread.js';
 import * as signals from './signals.js';
 import * as files from './files.js';
 import * as creds from './creds.js';
+import * as timers from './timers.js';
 
 /** The image cannot be restored here; nothing was created. */
 export class RestoreRefused extends Error {
@@ -87,22 +88,37 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
     try {
       husk = parent.clone({ setTid: [p.pid] });
       parent.release();
-      const ctx: RestoreContext = { pid: p.pid, image, husk, injector: husk.injector, shmemFds: new Map(), parkedFds: new Set(), fdFloor: fdFloor(image) };
+      const ctx: RestoreContext = {
+        pid: p.pid,
+        image,
+        husk,
+        injector: husk.injector,
+        threads: [{ tid: p.pid, injector: husk.injector }],
+        shmemFds: new Map(),
+        parkedFds: new Set(),
+        fdFloor: fdFloor(image),
+      };
+      thread.createThreads(ctx, p.threads);
       await memory.restore(ctx, base + PARKING_OFFSET);
       signals.restore(ctx);
+      timers.restore(ctx);
       await files.restore(ctx);
       proc.restore(ctx);
-      ctx.injector.useGadget(findSyscallGadget(ctx.pid, null, husk.layout));
+      // From here on injected calls go through the restored program's own code, so the husk's page can go.
+      const gadget = findSyscallGadget(ctx.pid, null, husk.layout);
+      for (const t of ctx.threads) t.injector.useGadget(gadget);
       ctx.injector.call('munmap(husk)', Sys.munmap, husk.layout.start, husk.layout.end - husk.layout.start);
       memory.restoreMm(ctx);
       thread.restoreKernelState(ctx);
       proc.restoreLimits(ctx);
-      creds.restore(ctx);
+      // Credentials belong to each thread (the raw setresuid changes only the caller).
+      for (const t of ctx.threads) creds.restore({ ...ctx, injector: t.injector });
       proc.restoreAfterCreds(ctx);
       for (const fd of [...ctx.parkedFds]) ctx.injector.call('close(parked)', Sys.close, fd);
-      ctx.injector.end(false);
+      // The leader owns the scratch mapping, so it ends last.
+      for (const t of [...ctx.threads].reverse()) t.injector.end(false);
       thread.restoreCpu(ctx);
-      detach(ctx.pid);
+      for (const t of ctx.threads) detach(t.tid);
       return { pid: p.pid, dir, restoreMs: performance.now() - started };
     } catch (e) {
       parent.kill();

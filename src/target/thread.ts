@@ -5,15 +5,31 @@ import { Errno } from '../native/errno.js';
 import { ThreadEntry } from '../image/thread.js';
 import { fromHex } from '../image/fields.js';
 import type { RestoreContext } from './context.js';
+import type { Injector } from '../native/inject.js';
+import { THREAD_CLONE_FLAGS } from '../native/husk.js';
 
 const PR_SET_NAME = 15;
 const PR_SET_TIMERSLACK = 29;
 const PRIO_PROCESS = 0;
 
-export function threadOf(ctx: RestoreContext): ThreadEntry {
-  const t = ctx.image.entriesOf(ThreadEntry).find((e) => e.pid === ctx.pid && e.tid === ctx.pid);
-  if (!t) throw new Error(`the image has no thread entry for pid ${ctx.pid}`);
+export function threadOf(ctx: Pick<RestoreContext, 'image' | 'pid'>, tid: number): ThreadEntry {
+  const t = ctx.image.entriesOf(ThreadEntry).find((e) => e.pid === ctx.pid && e.tid === tid);
+  if (!t) throw new Error(`the image has no thread entry for pid ${ctx.pid} tid ${tid}`);
   return t;
+}
+
+/**
+ * Creates the threads other than the leader inside the leader husk, each
+ * with its saved tid (clone3 + set_tid). They share the leader's memory,
+ * files and signal handlers from the start; registers, TLS and masks come
+ * at the end with restoreCpu.
+ */
+export function createThreads(ctx: RestoreContext, tids: number[]): void {
+  for (const tid of tids) {
+    if (tid === ctx.pid) continue;
+    const t = ctx.husk.clone({ flags: THREAD_CLONE_FLAGS, setTid: [tid] });
+    ctx.threads.push({ tid, injector: t.injector });
+  }
 }
 
 /**
@@ -23,8 +39,10 @@ export function threadOf(ctx: RestoreContext): ThreadEntry {
  * nice value (CAP_SYS_NICE).
  */
 export function restoreKernelState(ctx: RestoreContext): void {
-  const t = threadOf(ctx);
-  const inj = ctx.injector;
+  for (const { tid, injector } of ctx.threads) restoreThreadState(ctx, threadOf(ctx, tid), injector);
+}
+
+function restoreThreadState(ctx: RestoreContext, t: ThreadEntry, inj: Injector): void {
   inj.reset();
   inj.call('prctl(PR_SET_NAME)', Sys.prctl, PR_SET_NAME, inj.put(Buffer.from(t.comm + '\0')));
   inj.reset();
@@ -59,7 +77,10 @@ export function restoreKernelState(ctx: RestoreContext): void {
  * starts over) rather than failing with EINTR that no signal caused.
  */
 export function restoreCpu(ctx: RestoreContext): void {
-  const t = threadOf(ctx);
+  for (const { tid } of ctx.threads) restoreThreadCpu(threadOf(ctx, tid));
+}
+
+function restoreThreadCpu(t: ThreadEntry): void {
   const regs = new Regs(Buffer.from(t.regs));
   if (regs.signed('orig_rax') >= 0n && regs.signed('rax') === -BigInt(Errno.ERESTART_RESTARTBLOCK)) {
     regs.set('rax', -BigInt(Errno.ERESTARTNOINTR));

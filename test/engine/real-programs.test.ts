@@ -10,7 +10,7 @@ import { waitFor } from '../helpers/wait.js';
  * Programs nobody wrote for Ferry, holding their state only in memory: each
  * counts in a loop and appends its counter to a log every 20000 steps. A
  * restore that lost or reset memory shows up as a log that does not climb
- * by exactly 20000 from line to line.
+ * by the same step from line to line.
  */
 const BASH = 'i=0; while :; do i=$((i+1)); if (( i % 20000 == 0 )); then echo $i >> log; [ -e stop ] && { echo "final $i" >> log; exit 0; }; fi; done';
 const PYTHON = `
@@ -25,6 +25,32 @@ while True:
             ok = hashlib.sha256(state["blob"]).hexdigest() == digest
             with open("log", "a") as f: f.write(f"final {state['n']} {'PASS' if ok else 'FAIL blob changed'}\\n")
             break
+`;
+
+/** Three Python threads count independently; after the restore each must still be counting. */
+const PYTHON_THREADS = `
+import threading, time, os
+counts = [0, 0, 0]
+stop = False
+def work(i):
+    while not stop:
+        counts[i] += 1
+        time.sleep(0.001)
+threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+for t in threads: t.start()
+n = 0
+while not os.path.exists("stop"):
+    n += 1
+    time.sleep(0.005)
+    if n % 20 == 0:
+        with open("log", "a") as f: f.write(f"{n}\\n")
+before = list(counts)
+time.sleep(0.2)
+after = list(counts)
+stop = True
+for t in threads: t.join()
+ok = all(b > a for a, b in zip(before, after))
+with open("log", "a") as f: f.write(f"final {n} {'PASS' if ok else f'FAIL threads stopped counting: {before} -> {after}'}\\n")
 `;
 
 describe('real programs checkpointed and restored mid-loop', function () {
@@ -53,14 +79,16 @@ describe('real programs checkpointed and restored mid-loop', function () {
 
   const logLines = () => (fs.existsSync(path.join(dir, 'log')) ? fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n') : []);
 
-  async function run(program: string, argv: string[]): Promise<string[]> {
+  async function run(program: string, argv: string[], beforeCheckpoint?: (pid: number) => void, afterRestore?: (pid: number) => void): Promise<string[]> {
     pid = await tracer.call<number>('spawn', program, { argv, cwd: dir, stdout: { path: path.join(dir, 'out') }, stderr: { path: path.join(dir, 'err') } });
     await waitFor('the program to log twice', () => logLines().length >= 2);
+    beforeCheckpoint?.(pid);
     const image = imageDir();
     await checkpoint(tracer, pid, image);
     const atCheckpoint = logLines().length;
     const r = await restore(tracer, image);
     assert.equal(r.pid, pid);
+    afterRestore?.(pid);
     await waitFor('the restored program to log three more times', () => logLines().length >= atCheckpoint + 3);
     fs.writeFileSync(path.join(dir, 'stop'), '');
     const end = await tracer.call<{ kind: string; code?: number }>('reap', pid, 10_000);
@@ -68,13 +96,25 @@ describe('real programs checkpointed and restored mid-loop', function () {
     assert.deepEqual(end, { kind: 'exited', pid: r.pid, code: 0 }, `stderr: ${fs.readFileSync(path.join(dir, 'err'), 'utf8')}`);
     const lines = logLines();
     const counts = lines.filter((l) => !l.startsWith('final')).map(Number);
-    counts.forEach((n, i) => assert.equal(n, (i + 1) * 20000, `log line ${i + 1} continues the count: ${lines.join(' ')}`));
+    // Each program logs every `step` iterations: a lost or reset counter breaks the progression.
+    const step = counts[0]!;
+    counts.forEach((n, i) => assert.equal(n, (i + 1) * step, `log line ${i + 1} continues the count: ${lines.join(' ')}`));
     return lines;
   }
 
   it('bash keeps its loop variable', async () => {
     const lines = await run('/bin/bash', ['bash', '-c', BASH]);
     assert.match(lines.at(-1)!, /^final \d+$/);
+  });
+
+  it('python3 with three threads keeps every thread, each with its tid, counting', async () => {
+    const tidsOf = (p: number) => fs.readdirSync(`/proc/${p}/task`).map(Number).sort((a, b) => a - b);
+    let tids: number[] = [];
+    const lines = await run('/usr/bin/python3', ['python3', '-c', PYTHON_THREADS], (p) => {
+      tids = tidsOf(p);
+      assert.equal(tids.length, 4, 'a main thread and three workers');
+    }, (p) => assert.deepEqual(tidsOf(p), tids, 'every thread is back with its tid'));
+    assert.match(lines.at(-1)!, /^final \d+ PASS$/);
   });
 
   it('python3 keeps its objects and finishes with an intact blob', async () => {
