@@ -8,3 +8,4 @@ import './process.js';
 import './signals.js';
 import './files.js';
 import './creds.js';
+import './timers.js';
