@@ -33,6 +33,8 @@ export interface CloneArgs {
   flags?: number;
   stack?: number;
   tls?: number;
+  /** The signal the parent gets when the child exits (SIGCHLD unless the original said otherwise). */
+  exitSignal?: number;
 }
 
 /**
@@ -95,7 +97,7 @@ export class Husk {
     }
     const ca = Buffer.alloc(CLONE_ARGS_SIZE);
     ca.writeBigUInt64LE(BigInt(flags), 0);
-    ca.writeBigUInt64LE(BigInt(flags & CLONE_THREAD ? 0 : SIGCHLD), 32);
+    ca.writeBigUInt64LE(BigInt(flags & CLONE_THREAD ? 0 : (args.exitSignal ?? SIGCHLD)), 32);
     ca.writeBigUInt64LE(BigInt(args.stack ?? 0), 40);
     ca.writeBigUInt64LE(BigInt(args.tls ?? 0), 56);
     ca.writeBigUInt64LE(BigInt(tidAddr), 64);

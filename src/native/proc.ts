@@ -117,3 +117,22 @@ export function readLink(path: string): string {
     throw asNative(e, `readlink(${path})`);
   }
 }
+
+/** The children of every thread of a process (/proc/PID/task/TID/children), ascending. */
+export function readChildren(pid: number): number[] {
+  const out = new Set<number>();
+  for (const tid of listThreads(pid)) {
+    let text = '';
+    try {
+      text = readProcFile(`/proc/${pid}/task/${tid}/children`);
+    } catch {
+      continue; // the thread exited meanwhile
+    }
+    for (const c of text.split(/\s+/)) if (c) out.add(Number(c));
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+export function isZombie(pid: number): boolean {
+  return readStat(pid).fields[3] === 'Z';
+}

@@ -3,12 +3,14 @@ import { stopThreadGroup, detach } from '../native/attach.js';
 import { Injector } from '../native/inject.js';
 import { kill } from '../native/process.js';
 import { waitpid, WAIT } from '../native/wait.js';
-import { processExists, readStatus } from '../native/proc.js';
+import { processExists, readStatus, readStat, readChildren, isZombie } from '../native/proc.js';
+import { PTRACE_O } from '../native/ptrace.js';
 import { NativeError } from '../native/errors.js';
 import { Errno } from '../native/errno.js';
 import type { Op } from '../native/tracer-protocol.js';
 import { ImageWriter } from '../image/format.js';
 import '../image/all.js';
+import { ZombieEntry } from '../image/process.js';
 import { CheckpointRefused, type Refusal } from './refusal.js';
 import type { DumpContext } from './context.js';
 import * as thread from './thread.js';
@@ -21,7 +23,8 @@ import * as timers from './timers.js';
 
 /** A resource the checkpoint knows: checked before the process is touched, dumped while it is stopped. Order matters: thread first (it records the registers from before injection). */
 interface SourceResource {
-  inspect(pid: number, refusals: Refusal[]): void;
+  /** `scope` is every process the image will hold: what they share with each other is fine. */
+  inspect(pid: number, refusals: Refusal[], scope: Set<number>): void;
   /** Work that needs no freeze (hashing mapped files), done before it to keep downtime short. */
   prepare?(pid: number): void;
   dump(ctx: DumpContext): void | Promise<void>;
@@ -40,10 +43,14 @@ const RESOURCES: Array<[string, SourceResource]> = [
 export interface CheckpointOptions {
   /** Let the process continue after the checkpoint instead of killing it. */
   leaveRunning?: boolean;
+  /** Take the process and all its descendants, as one image. */
+  tree?: boolean;
 }
 
 export interface CheckpointSummary {
   pid: number;
+  /** Every process in the image, parents before children. */
+  pids: number[];
   dir: string;
   pages: number;
   dataPages: number;
@@ -51,20 +58,56 @@ export interface CheckpointSummary {
   /** Bytes of page data in the image. */
   bytes: number;
   entries: number;
-  /** From the moment the process stopped until it was released or killed. */
+  /** From the moment the first process stopped until the processes were released or killed. */
   frozenMs: number;
   totalMs: number;
-  /** Where the time went, in order: checks, preparation, each resource's dump, writing the image, releasing the process. */
+  /** Where the time went, in order: checks, preparation, each resource's dump, writing the image, releasing the processes. */
   phases: Array<{ phase: string; ms: number }>;
   leftRunning: boolean;
 }
 
-/** Everything that would make the checkpoint of `pid` fail or restore wrongly, found without touching the process. */
-export function inspectProcess(pid: number): Refusal[] {
+/** The process, or with `tree` the process and every descendant, parents before children. */
+export function collectProcesses(pid: number, tree: boolean): number[] {
+  if (!tree) return [pid];
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length) {
+    const p = queue.shift()!;
+    if (!processExists(p)) continue;
+    out.push(p);
+    queue.push(...readChildren(p));
+  }
+  return out;
+}
+
+/** Everything that would make the checkpoint fail or restore wrongly, found without touching any process. */
+export function inspectProcess(pid: number, opts: Pick<CheckpointOptions, 'tree'> = {}): Refusal[] {
   if (!processExists(pid)) throw new NativeError('checkpoint', Errno.ESRCH, `pid ${pid}`);
+  const pids = collectProcesses(pid, !!opts.tree);
+  return inspectAll(pid, pids, !!opts.tree);
+}
+
+function inspectAll(root: number, pids: number[], tree: boolean): Refusal[] {
   const refusals: Refusal[] = [];
-  for (const [, r] of RESOURCES) r.inspect(pid, refusals);
+  const scope = new Set(pids);
+  if (!tree) {
+    const children = readChildren(root);
+    if (children.length) {
+      refusals.push({ pid: root, resource: 'children', reason: `it has children (pid ${children.join(', ')}), which would be lost: checkpoint the whole tree (--tree)` });
+    }
+  }
+  if (isZombie(root)) refusals.push({ pid: root, resource: 'state', reason: 'it is a zombie' });
+  for (const pid of pids) {
+    if (pid !== root && isZombie(pid)) continue;
+    for (const [, r] of RESOURCES) r.inspect(pid, refusals, scope);
+  }
   return refusals;
+}
+
+/** A stopped process of the checkpoint: its threads and an injector into each. */
+interface Stopped {
+  pid: number;
+  threads: Array<{ tid: number; injector: Injector }>;
 }
 
 export async function checkpointProcess(pid: number, dir: string, opts: CheckpointOptions = {}): Promise<CheckpointSummary> {
@@ -76,55 +119,81 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
     phases.push({ phase, ms: now - mark });
     mark = now;
   };
-  const refusals = inspectProcess(pid);
+  const refusals = inspectProcess(pid, opts);
   if (refusals.length) throw new CheckpointRefused(refusals);
+  let pids = collectProcesses(pid, !!opts.tree);
   lap('inspect');
-  for (const [, r] of RESOURCES) r.prepare?.(pid);
+  for (const p of pids) if (!isZombie(p)) for (const [, r] of RESOURCES) r.prepare?.(p);
   const image = await ImageWriter.create(dir);
   lap('prepare');
   let frozenAt = 0;
-  let threads: Array<{ tid: number; injector: Injector }> = [];
-  let stoppedTids: number[] = [];
+  const stopped: Stopped[] = [];
+  const zombies: number[] = [];
   try {
-    stoppedTids = stopThreadGroup(pid);
-    frozenAt = performance.now();
-    const leader = new Injector(pid);
-    threads = [{ tid: pid, injector: leader }];
-    for (const tid of stoppedTids.slice(1)) {
-      const inj = new Injector(tid, leader.gadget);
-      inj.shareScratchOf(leader);
-      threads.push({ tid, injector: inj });
+    // Children born while the tree is being stopped are traced from birth (TRACEFORK), so none slips out.
+    const options = opts.tree ? PTRACE_O.TRACEFORK | PTRACE_O.TRACEVFORK | PTRACE_O.TRACECLONE : 0;
+    for (;;) {
+      for (const p of pids) {
+        if (stopped.some((s) => s.pid === p) || zombies.includes(p)) continue;
+        if (p !== pid && isZombie(p)) {
+          zombies.push(p);
+          continue;
+        }
+        const tids = stopThreadGroup(p, { options });
+        if (!frozenAt) frozenAt = performance.now();
+        const leader = new Injector(p);
+        const threads = [{ tid: p, injector: leader }];
+        for (const tid of tids.slice(1)) {
+          const inj = new Injector(tid, leader.gadget);
+          inj.shareScratchOf(leader);
+          threads.push({ tid, injector: inj });
+        }
+        stopped.push({ pid: p, threads });
+      }
+      const now = collectProcesses(pid, !!opts.tree);
+      const born = now.filter((p) => !pids.includes(p));
+      if (!born.length) break;
+      const late = inspectAll(pid, now, !!opts.tree).filter((r) => born.includes(r.pid));
+      if (late.length) throw new CheckpointRefused(late.map((r) => ({ ...r, reason: `${r.reason} (it was born during the checkpoint)` })));
+      pids = now;
     }
     lap('stop');
-    const ctx: DumpContext = { pid, injector: threads[0]!.injector, threads, image, stats: { pages: 0, dataPages: 0, zeroPages: 0 }, shmemIds: new Map() };
-    for (const [name, r] of RESOURCES) {
-      await r.dump(ctx);
-      lap(`dump ${name}`);
+    const scope = new Set(pids);
+    const stats = { pages: 0, dataPages: 0, zeroPages: 0 };
+    const shared = { shmemIds: new Map<string, number>(), fileIds: [], pipeIds: new Map<string, number>(), ghostIds: new Map<string, number>() };
+    for (const s of stopped) {
+      const ctx: DumpContext = { pid: s.pid, injector: s.threads[0]!.injector, threads: s.threads, image, stats, scope, ...shared };
+      for (const [name, r] of RESOURCES) {
+        await r.dump(ctx);
+        lap(stopped.length > 1 ? `dump ${name} ${s.pid}` : `dump ${name}`);
+      }
     }
-    endInjection(threads);
+    for (const z of zombies) dumpZombie(image, z);
+    for (const s of stopped) endInjection(s.threads);
+    const allTids = stopped.flatMap((s) => s.threads.map((t) => t.tid));
     let frozenMs = 0;
     if (opts.leaveRunning) {
-      // Everything is captured: the process need not wait for the image to reach the disk.
-      detachAll(stoppedTids);
-      stoppedTids = [];
+      // Everything is captured: the processes need not wait for the image to reach the disk.
+      detachAll(allTids);
+      stopped.length = 0;
       frozenMs = performance.now() - frozenAt;
       lap('release');
     }
-    const manifest = await image.finish({ pid, kind: 'process' });
+    const manifest = await image.finish({ pid, pids, kind: opts.tree ? 'tree' : 'process' });
     lap('write image');
     if (!opts.leaveRunning) {
-      // Only once the image is safely on disk may the original go.
-      kill(pid, 9);
+      // Only once the image is safely on disk may the originals go.
+      for (const s of stopped) kill(s.pid, 9);
       frozenMs = performance.now() - frozenAt;
-      const tids = stoppedTids;
-      stoppedTids = [];
-      await releasePid(pid, tids);
+      stopped.length = 0;
+      await releasePids(pids, allTids);
       lap('release');
     }
     return {
       pid,
+      pids,
       dir: path.resolve(dir),
-      ...ctx.stats,
+      ...stats,
       bytes: manifest.files.find((f) => f.name === 'pages.bin')?.size ?? 0,
       entries: image.entryCount,
       frozenMs,
@@ -133,12 +202,21 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
       phases,
     };
   } catch (e) {
-    // Leave the process exactly as it was: registers, masks, no scratch, running.
-    endInjection(threads);
-    detachAll(stoppedTids);
+    // Leave every process exactly as it was: registers, masks, no scratch, running.
+    for (const s of stopped) {
+      endInjection(s.threads);
+      detachAll(s.threads.map((t) => t.tid));
+    }
     await image.abort();
     throw e;
   }
+}
+
+function dumpZombie(image: ImageWriter, pid: number): void {
+  const f = readStat(pid).fields;
+  image.addEntry(
+    ZombieEntry.make({ pid, ppid: Number(f[4]), pgid: Number(f[5]), sid: Number(f[6]), exitSignal: Number(f[38]), status: Number(f[52]) }),
+  );
 }
 
 /** Puts back every thread's registers and mask; the leader last, because it owns the scratch mapping. */
@@ -163,28 +241,36 @@ function detachAll(tids: number[]): void {
 }
 
 /**
- * Waits until a killed process's pid is free: we collect the tracer's exit
- * notification, then its parent (us, or whoever started it) reaps it. A
- * parent that never reaps would keep the pid taken, and a restore with it
- * would fail, so say so.
+ * Waits until the killed processes' pids are free. Every traced thread's
+ * exit is reported to us first (a thread group leader is released only after
+ * all of them); then each parent reaps its child: us, another killed process
+ * (whose orphans go to the nearest subreaper), or whoever started the root.
+ * A parent that never reaps keeps a pid taken, and a restore with it would
+ * fail, so say so.
  */
-async function releasePid(pid: number, tids: number[]): Promise<void> {
+async function releasePids(pids: number[], tids: number[]): Promise<void> {
   const deadline = Date.now() + 10_000;
-  // Every traced thread's exit is reported to us first; the leader is released only after all of them.
   const pending = new Set(tids);
-  while (processExists(pid)) {
-    for (const tid of [...pending, pid]) {
+  for (;;) {
+    for (const tid of pending) {
       try {
         if (waitpid(tid, WAIT.WNOHANG)) pending.delete(tid);
       } catch {
-        // not ours to reap: its parent will
-        pending.delete(tid);
+        pending.delete(tid); // not ours to reap: its parent will
       }
     }
-    if (!processExists(pid)) return;
+    for (const p of pids) {
+      try {
+        waitpid(p, WAIT.WNOHANG);
+      } catch {
+        // not our child
+      }
+    }
+    const left = pids.filter(processExists);
+    if (!left.length) return;
     if (Date.now() > deadline) {
-      const ppid = readStatus(pid).PPid;
-      throw new NativeError(`checkpoint ${pid}`, Errno.EBUSY, `the process was killed but its parent (pid ${ppid}) has not reaped it; its pid stays taken until it does`);
+      const who = left.map((p) => `${p} (parent ${readStatus(p).PPid})`).join(', ');
+      throw new NativeError('checkpoint', Errno.EBUSY, `the processes were killed but not yet reaped by their parents: ${who}; their pids stay taken until they are`);
     }
     await new Promise((r) => setTimeout(r, 2));
   }
@@ -192,5 +278,5 @@ async function releasePid(pid: number, tids: number[]): Promise<void> {
 
 export const tracerOps: Record<string, Op> = {
   checkpoint: (_ctx, pid: number, dir: string, opts: CheckpointOptions) => checkpointProcess(pid, dir, opts),
-  inspect: (_ctx, pid: number) => inspectProcess(pid),
+  inspect: (_ctx, pid: number, opts: Pick<CheckpointOptions, 'tree'>) => inspectProcess(pid, opts),
 };

@@ -20,6 +20,13 @@ export interface DumpContext {
   stats: DumpStats;
   /** Shared-memory objects already in the image, by dev:inode, so fds and mappings of one memfd share one entry. */
   shmemIds: Map<string, number>;
+  /** Every process this image holds: whatever they share with each other travels; sharing with anything else is refused. */
+  scope: Set<number>;
+  /** Open file descriptions already in the image, image-wide: a fork shares them between processes. */
+  fileIds: Array<{ id: number; pid: number; fd: number; link: string }>;
+  /** Pipes and unlinked files already in the image, image-wide, by their kernel identity. */
+  pipeIds: Map<string, number>;
+  ghostIds: Map<string, number>;
 }
 
 /** A range of the task's address space that Ferry itself mapped (the injection scratch). */

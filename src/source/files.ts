@@ -202,10 +202,13 @@ function holderText(holders: FdHolder[]): string {
  * holds the other end: its reader then gets the unread data and EOF, its
  * writer EPIPE, exactly as before.
  */
-function checkSharedObjects(pid: number, descriptions: Description[], refusals: Refusal[]): void {
+function checkSharedObjects(pid: number, descriptions: Description[], refusals: Refusal[], scope: Set<number>): void {
   const links = new Set<string>();
   for (const d of descriptions) if (d.what.kind === 'pipe' || d.what.kind === 'unlinked') links.add(d.fds[0]!.link);
-  const holders = findFdHolders(links, new Set([pid]));
+  // Holders inside the image travel with it; only those outside would part ways with the restored copy.
+  const everyone = findFdHolders(links, new Set([pid]));
+  const holders = new Map([...everyone].map(([link, hs]) => [link, hs.filter((h) => !scope.has(h.pid))]));
+  const inside = new Map([...everyone].map(([link, hs]) => [link, hs.filter((h) => scope.has(h.pid))]));
   const sameInode = (h: FdHolder, st: NodeStat | undefined): boolean => {
     if (!st) return true;
     try {
@@ -240,8 +243,9 @@ function checkSharedObjects(pid: number, descriptions: Description[], refusals: 
     const what = first.what as Extract<Supported, { kind: 'pipe' }>;
     const link = first.fds[0]!.link;
     const others = (holders.get(link) ?? []).filter((h) => sameInode(h, what.stat));
-    const readable = list.find((d) => accessOf(d) !== O_WRONLY);
-    const writable = list.find((d) => accessOf(d) !== O_RDONLY);
+    const insiders = (inside.get(link) ?? []).filter((h) => sameInode(h, what.stat));
+    const readable = list.find((d) => accessOf(d) !== O_WRONLY) ?? holding(insiders, 'read')[0];
+    const writable = list.find((d) => accessOf(d) !== O_RDONLY) ?? holding(insiders, 'write')[0];
     const anonymous = !what.path;
     if (anonymous && !readable && withRemoteFd(pid, first.fds[0]!.fd, (fd) => pipePeerExists(fd, 'write'))) {
       refusals.push(refusal(pid, first.fds[0]!.fd, `the write end of ${link}, whose reader is outside the checkpoint (${holderText(holding(others, 'read'))})`));
@@ -283,7 +287,7 @@ function checkMemfds(pid: number, descriptions: Description[], refusals: Refusal
 }
 
 /** Reads and classifies the fd table; everything that cannot travel lands in `refusals`. */
-function analyze(pid: number, refusals: Refusal[]): Description[] {
+function analyze(pid: number, refusals: Refusal[], scope: Set<number>): Description[] {
   const all = readOpenFds(pid);
   const open: Array<{ o: OpenFd; what: Supported }> = [];
   for (const o of all) {
@@ -292,14 +296,27 @@ function analyze(pid: number, refusals: Refusal[]): Description[] {
     else open.push({ o, what });
   }
   const descriptions = describe(pid, open);
-  checkSharedObjects(pid, descriptions, refusals);
+  checkSharedObjects(pid, descriptions, refusals, scope);
   checkEpolls(pid, descriptions, new Set(all.map((o) => o.fd)), new Set(open.map((x) => x.o.fd)), refusals);
   checkMemfds(pid, descriptions, refusals);
   return descriptions;
 }
 
-export function inspect(pid: number, refusals: Refusal[]): void {
-  analyze(pid, refusals);
+export function inspect(pid: number, refusals: Refusal[], scope: Set<number> = new Set([pid])): void {
+  analyze(pid, refusals, scope);
+}
+
+/** A read end of the pipe behind `link` held by another process of the image, to read the buffer through. */
+function readerInScope(pid: number, link: string, scope: Set<number>): FdHolder | undefined {
+  const holders = findFdHolders(new Set([link]), new Set([pid])).get(link) ?? [];
+  return holders.find((h) => {
+    if (!scope.has(h.pid)) return false;
+    try {
+      return (readFdInfo(h.pid, h.fd).flags & O_ACCMODE) !== O_WRONLY;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** A copy of one of the process's fds in Ferry, for reading what only an fd gives (pipe buffers, unlinked files). */
@@ -349,14 +366,21 @@ async function dumpContents(ctx: DumpContext, fd: number, size: number): Promise
 export async function dump(ctx: DumpContext): Promise<void> {
   const { pid } = ctx;
   const refusals: Refusal[] = [];
-  const descriptions = analyze(pid, refusals);
+  const descriptions = analyze(pid, refusals, ctx.scope);
   if (refusals.length) throw new CheckpointRefused(refusals.map((r) => ({ ...r, reason: `${r.reason} (it appeared after the checks)` })));
   const remote = new RemoteFds(pid);
   try {
-    const pipeIds = new Map<string, number>();
-    const ghostIds = new Map<string, number>();
-    for (const [id, d] of descriptions.entries()) {
+    const { pipeIds, ghostIds } = ctx;
+    for (const d of descriptions) {
       const o = d.fds[0]!;
+      // A description inherited through fork is one object in several processes: it travels once.
+      const known = ctx.fileIds.find((f) => f.pid !== pid && f.link === o.link && sameFileDescription(f.pid, f.fd, pid, o.fd));
+      if (known) {
+        for (const f of d.fds) ctx.image.addEntry(FdEntry.make({ pid, fd: f.fd, file: known.id, cloexec: (f.info.flags & O_CLOEXEC) !== 0 }));
+        continue;
+      }
+      const id = ctx.fileIds.length;
+      ctx.fileIds.push({ id, pid, fd: o.fd, link: o.link });
       const base = { id, kind: d.what.kind, flags: o.info.flags & ~O_CLOEXEC, pos: o.info.pos };
       const w = d.what;
       if (w.kind === 'path') {
@@ -392,7 +416,9 @@ export async function dump(ctx: DumpContext): Promise<void> {
           const ends = descriptions.filter((x) => x.what.kind === 'pipe' && x.what.key === w.key);
           const reader = ends.find((x) => accessOf(x) !== O_WRONLY);
           // Without a reader anywhere (checked by analyze) nobody can ever read what is left in the buffer.
-          const { size, data } = await remote.with((reader ?? d).fds[0]!.fd, (fd) => ({ size: pipeState(fd).size, data: reader ? peekPipe(fd) : Buffer.alloc(0) }));
+          const elsewhere = reader ? undefined : readerInScope(pid, o.link, ctx.scope);
+          const read = (fd: number) => ({ size: pipeState(fd).size, data: reader || elsewhere ? peekPipe(fd) : Buffer.alloc(0) });
+          const { size, data } = elsewhere ? withRemoteFd(elsewhere.pid, elsewhere.fd, read) : await remote.with((reader ?? d).fds[0]!.fd, read);
           let stored: { offset: number; length: number } | undefined;
           if (data.length) {
             const padded = Buffer.alloc(Math.ceil(data.length / PAGE_SIZE) * PAGE_SIZE);

@@ -52,6 +52,7 @@ export function dump(ctx: DumpContext): void {
       pdeathsig,
       dumpable,
       childSubreaper,
+      exitSignal: Number(stat.fields[38]),
       threads: ctx.threads.map((t) => t.tid),
     }),
   );

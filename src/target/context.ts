@@ -5,6 +5,31 @@ import { Sys } from '../native/syscalls.js';
 
 const F_DUPFD = 0;
 
+/** Where an object restored by one process lives: an fd of that process. */
+export interface Home {
+  pid: number;
+  fd: number;
+}
+
+/**
+ * Objects several processes of one image share (open file descriptions
+ * inherited through fork, pipes, unlinked files, memfds, shared anonymous
+ * memory). The first process that needs one creates it; later ones fetch it
+ * from there with pidfd_getfd, so they share the very same kernel object.
+ */
+export interface SharedObjects {
+  /** By kind and image id ("file:3", "pipe:0", "shmem:1", ...). */
+  homes: Map<string, Home>;
+  /** Shared anonymous memory, reachable through the first mapping's /proc/PID/map_files entry. */
+  anonMappings: Map<number, { pid: number; start: number; end: number }>;
+  /** Whether a pipe's own read/write descriptions (from pipe2) were handed out already, image-wide. */
+  pipeEndsUsed: Map<number, { reader: boolean; writer: boolean }>;
+}
+
+export function newSharedObjects(): SharedObjects {
+  return { homes: new Map(), anonMappings: new Map(), pipeEndsUsed: new Map() };
+}
+
 /** What every resource's restore gets: the husk that becomes the process, an injector into it, and the image. */
 export interface RestoreContext {
   pid: number;
@@ -20,6 +45,19 @@ export interface RestoreContext {
   parkedFds: Set<number>;
   /** The lowest fd number that no restored fd uses: parked fds live from here up. */
   fdFloor: number;
+  shared: SharedObjects;
+}
+
+/** Brings another restored process's fd into this husk (the same kernel object) and parks it. */
+export function fetchFd(ctx: RestoreContext, home: Home): number {
+  if (home.pid === ctx.pid) return home.fd;
+  const inj = ctx.injector;
+  const pidfd = inj.call(`pidfd_open(${home.pid})`, Sys.pidfd_open, home.pid, 0);
+  try {
+    return parkFd(ctx, inj.call(`pidfd_getfd(${home.pid}, ${home.fd})`, Sys.pidfd_getfd, pidfd, home.fd, 0));
+  } finally {
+    inj.call('close', Sys.close, pidfd);
+  }
 }
 
 /** Moves a husk fd above every fd number the image restores, so restoring fds never closes it by accident. */

@@ -36,10 +36,10 @@ function statusCaps(status: Record<string, string>, key: string): bigint {
   return BigInt('0x' + (status[key] ?? '0'));
 }
 
-function credsOf(ctx: Pick<RestoreContext, 'image'>): CredsEntry {
-  const all = ctx.image.entriesOf(CredsEntry);
-  if (all.length !== 1) throw new Error(`the image holds credentials for ${all.length} processes; this restore handles exactly one`);
-  return all[0]!;
+function credsOf(ctx: Pick<RestoreContext, 'image' | 'pid'>): CredsEntry {
+  const c = ctx.image.entriesOf(CredsEntry).find((e) => e.pid === ctx.pid);
+  if (!c) throw new Error(`the image holds no credentials for pid ${ctx.pid}`);
+  return c;
 }
 
 /**
@@ -48,16 +48,19 @@ function credsOf(ctx: Pick<RestoreContext, 'image'>): CredsEntry {
  * out capabilities that are in its own bounding set.
  */
 export function preflight(ctx: Pick<RestoreContext, 'image'>, problems: string[]): void {
-  const c = credsOf(ctx);
+  for (const c of ctx.image.entriesOf(CredsEntry)) preflightOne(c, problems);
+}
+
+function preflightOne(c: CredsEntry, problems: string[]): void {
   const ours = readStatus('self');
   const effective = statusCaps(ours, 'CapEff');
   const bounding = statusCaps(ours, 'CapBnd');
   const tools = [CAP_SETUID, CAP_SETGID, CAP_SETPCAP].map((n) => 1n << BigInt(n)).reduce((a, b) => a | b);
-  if ((effective & tools) !== tools) problems.push(`credentials: Ferry lacks ${capNames(tools & ~effective)}, which restoring ids and capabilities needs`);
+  if ((effective & tools) !== tools) problems.push(`credentials of pid ${c.pid}: Ferry lacks ${capNames(tools & ~effective)}, which restoring ids and capabilities needs`);
   const wanted = fromHex(c.caps.permitted) | fromHex(c.caps.inheritable) | fromHex(c.caps.bounding);
   const missing = wanted & ~bounding;
-  if (missing) problems.push(`credentials: the process holds ${capNames(missing)}, which this host's Ferry does not have to give`);
-  if (ours.NoNewPrivs === '1' && !c.noNewPrivs) problems.push('credentials: Ferry runs with no_new_privs, which the restored process would inherit and the original did not have');
+  if (missing) problems.push(`credentials of pid ${c.pid}: the process holds ${capNames(missing)}, which this host's Ferry does not have to give`);
+  if (ours.NoNewPrivs === '1' && !c.noNewPrivs) problems.push(`credentials of pid ${c.pid}: Ferry runs with no_new_privs, which the restored process would inherit and the original did not have`);
 }
 
 /** struct __user_cap_header_struct + two __user_cap_data_struct (version 3: 64-bit sets split in halves). */

@@ -7,7 +7,7 @@ import { VmaEntry, ShmemEntry, MmEntry } from '../image/memory.js';
 import { unpackPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import { fileMismatch } from '../image/file-identity.js';
-import { openInHusk, parkFd, type RestoreContext } from './context.js';
+import { openInHusk, parkFd, fetchFd, type RestoreContext } from './context.js';
 
 const PROT_WRITE = 2;
 const MAP_SHARED = 0x01;
@@ -69,7 +69,7 @@ function prepareAddressSpace(ctx: RestoreContext, parking: number): void {
     if (scratch && m.start >= scratch.start && m.end <= scratch.end) continue;
     inj.call(`munmap(${m.path || 'anon'})`, Sys.munmap, m.start, m.end - m.start);
   }
-  const saved = new Map(ctx.image.entriesOf(VmaEntry).filter((v) => (KERNEL_KINDS as readonly string[]).includes(v.kind)).map((v) => [v.kind, v]));
+  const saved = new Map(ctx.image.entriesOf(VmaEntry).filter((v) => v.pid === ctx.pid && (KERNEL_KINDS as readonly string[]).includes(v.kind)).map((v) => [v.kind, v]));
   const have = current.filter((m) => KERNEL_KINDS.some((k) => m.path === `[${k}]`));
   const overlaps = have.some((m) => [...saved.values()].some((v) => v.start < m.end && v.end > m.start));
   const move = (from: number, len: number, to: number, what: string) => inj.call(`mremap(${what})`, Sys.mremap, from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
@@ -90,37 +90,48 @@ function prepareAddressSpace(ctx: RestoreContext, parking: number): void {
 }
 
 /**
- * Creates every memfd of the image and writes its whole contents with
- * pwrite (not only the parts some mapping shows); anonymous shared objects
- * are created by their first mapping instead.
+ * The husk fd of a memfd of the image: created here (memfd_create, and its
+ * whole contents written with pwrite, not only what some mapping shows) by
+ * the first process that needs it, fetched from that process by the others.
  */
-async function createMemfds(ctx: RestoreContext): Promise<void> {
-  const inj = ctx.injector;
-  for (const s of ctx.image.entriesOf(ShmemEntry)) {
-    if (s.kind !== 'memfd') continue;
-    inj.reset();
-    const name = inj.put(Buffer.from(s.name + '\0'));
-    const fd = inj.call(`memfd_create(${s.name})`, Sys.memfd_create, name, 0);
-    inj.reset();
-    inj.call('ftruncate', Sys.ftruncate, fd, s.size);
-    for (const seg of s.segments) {
-      let page = seg.page;
-      for (const run of unpackPageRuns(seg.runs)) {
-        for (let done = 0; run.kind === 'data' && done < run.pages; done += PWRITE_PAGES) {
-          const n = Math.min(PWRITE_PAGES, run.pages - done);
-          const data = await ctx.image.readPages(run.offset + done * PAGE_SIZE, n * PAGE_SIZE);
-          const at = (page + done) * PAGE_SIZE;
-          const len = Math.min(n * PAGE_SIZE, s.size - at);
-          inj.reset();
-          const buf = inj.put(data.subarray(0, len));
-          inj.call('pwrite64(memfd)', Sys.pwrite64, fd, buf, len, at);
-        }
-        page += run.pages;
-      }
-    }
-    inj.reset();
-    ctx.shmemFds.set(s.id, parkFd(ctx, fd));
+export async function shmemFd(ctx: RestoreContext, id: number): Promise<number> {
+  const local = ctx.shmemFds.get(id);
+  if (local !== undefined) return local;
+  const home = ctx.shared.homes.get(`shmem:${id}`);
+  if (home) {
+    const fd = fetchFd(ctx, home);
+    ctx.shmemFds.set(id, fd);
+    return fd;
   }
+  const s = ctx.image.entriesOf(ShmemEntry).find((e) => e.id === id);
+  if (!s) throw new Error(`the image lacks shmem ${id}`);
+  if (s.kind !== 'memfd') throw new Error(`shmem ${id} is shared anonymous memory, which only a mapping creates`);
+  const inj = ctx.injector;
+  inj.reset();
+  const name = inj.put(Buffer.from(s.name + '\0'));
+  const fd = inj.call(`memfd_create(${s.name})`, Sys.memfd_create, name, 0);
+  inj.reset();
+  inj.call('ftruncate', Sys.ftruncate, fd, s.size);
+  for (const seg of s.segments) {
+    let page = seg.page;
+    for (const run of unpackPageRuns(seg.runs)) {
+      for (let done = 0; run.kind === 'data' && done < run.pages; done += PWRITE_PAGES) {
+        const n = Math.min(PWRITE_PAGES, run.pages - done);
+        const data = await ctx.image.readPages(run.offset + done * PAGE_SIZE, n * PAGE_SIZE);
+        const at = (page + done) * PAGE_SIZE;
+        const len = Math.min(n * PAGE_SIZE, s.size - at);
+        inj.reset();
+        const buf = inj.put(data.subarray(0, len));
+        inj.call('pwrite64(memfd)', Sys.pwrite64, fd, buf, len, at);
+      }
+      page += run.pages;
+    }
+  }
+  inj.reset();
+  const parked = parkFd(ctx, fd);
+  ctx.shmemFds.set(id, parked);
+  ctx.shared.homes.set(`shmem:${id}`, { pid: ctx.pid, fd: parked });
+  return parked;
 }
 
 interface Filler {
@@ -156,38 +167,48 @@ async function fillSegments(ctx: RestoreContext, start: number, segments: VmaEnt
   }
 }
 
-/** Maps a shared object; returns true when this mapping created it and its contents still have to be written. */
-function mapShmem(ctx: RestoreContext, v: VmaEntry, anonFirst: Map<number, VmaEntry>): boolean {
+/**
+ * Maps a shared object; returns true when this mapping created it and its
+ * contents still have to be written. Shared anonymous memory is created by
+ * its first mapping in the image; every other mapping, in this process or
+ * another, reaches the same object through that mapping's map_files entry.
+ */
+async function mapShmem(ctx: RestoreContext, v: VmaEntry): Promise<boolean> {
   const inj = ctx.injector;
   const len = v.end - v.start;
   const prot = v.prot | PROT_WRITE;
   const entry = ctx.image.entriesOf(ShmemEntry).find((s) => s.id === v.shmem);
   if (!entry) throw new Error(`mapping ${v.start.toString(16)} refers to shmem ${v.shmem}, which the image lacks`);
-  let fd = ctx.shmemFds.get(entry.id);
-  if (fd === undefined) {
-    const first = anonFirst.get(entry.id);
+  let fd: number;
+  let ours = false;
+  if (entry.kind === 'memfd') {
+    fd = await shmemFd(ctx, entry.id);
+  } else {
+    const first = ctx.shared.anonMappings.get(entry.id);
     if (!first) {
       inj.call('mmap(shared anonymous)', Sys.mmap, v.start, len, prot, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-      anonFirst.set(entry.id, v);
+      ctx.shared.anonMappings.set(entry.id, { pid: ctx.pid, start: v.start, end: v.end });
       return true;
     }
-    // A second mapping of the same object: reach it through the first one's map_files entry.
-    fd = parkFd(ctx, openInHusk(ctx, `/proc/self/map_files/${first.start.toString(16)}-${first.end.toString(16)}`, O_RDWR));
-    ctx.shmemFds.set(entry.id, fd);
+    const owner = first.pid === ctx.pid ? 'self' : String(first.pid);
+    fd = openInHusk(ctx, `/proc/${owner}/map_files/${first.start.toString(16)}-${first.end.toString(16)}`, O_RDWR);
+    ours = true;
   }
-  inj.call('mmap(shared object)', Sys.mmap, v.start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, v.offset);
+  try {
+    inj.call('mmap(shared object)', Sys.mmap, v.start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, v.offset);
+  } finally {
+    if (ours) inj.call('close', Sys.close, fd);
+  }
   return false;
 }
 
 export async function restore(ctx: RestoreContext, parking: number): Promise<void> {
   const inj = ctx.injector;
   prepareAddressSpace(ctx, parking);
-  await createMemfds(ctx);
   const fill = filler(ctx.pid);
-  const anonFirst = new Map<number, VmaEntry>();
   try {
     for (const v of ctx.image.entriesOf(VmaEntry)) {
-      if ((KERNEL_KINDS as readonly string[]).includes(v.kind)) continue;
+      if (v.pid !== ctx.pid || (KERNEL_KINDS as readonly string[]).includes(v.kind)) continue;
       const len = v.end - v.start;
       const extra = (v.flags.includes('growsdown') ? MAP_GROWSDOWN : 0) | (v.flags.includes('noreserve') ? MAP_NORESERVE : 0);
       const writable = (v.prot & PROT_WRITE) !== 0;
@@ -203,7 +224,7 @@ export async function restore(ctx: RestoreContext, parking: number): Promise<voi
         }
         if (!v.shared) await fillSegments(ctx, v.start, v.segments, writable, true, fill);
       } else if (v.kind === 'shmem') {
-        if (mapShmem(ctx, v, anonFirst)) {
+        if (await mapShmem(ctx, v)) {
           const entry = ctx.image.entriesOf(ShmemEntry).find((s) => s.id === v.shmem)!;
           const fromPage = v.offset / PAGE_SIZE;
           const pages = len / PAGE_SIZE;

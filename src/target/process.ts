@@ -7,28 +7,20 @@ const PR_SET_PDEATHSIG = 1;
 const PR_SET_DUMPABLE = 4;
 const PR_SET_CHILD_SUBREAPER = 36;
 
-export function processOf(ctx: Pick<RestoreContext, 'image'>): ProcessEntry {
-  const all = ctx.image.entriesOf(ProcessEntry);
-  if (all.length !== 1) throw new Error(`the image holds ${all.length} processes; this restore handles exactly one`);
-  return all[0]!;
+export function processOf(ctx: Pick<RestoreContext, 'image' | 'pid'>): ProcessEntry {
+  const p = ctx.image.entriesOf(ProcessEntry).find((e) => e.pid === ctx.pid);
+  if (!p) throw new Error(`the image holds no process ${ctx.pid}`);
+  return p;
 }
 
 function putString(ctx: RestoreContext, s: string): number {
   return ctx.injector.put(Buffer.from(s + '\0'));
 }
 
-/**
- * Session and group, directories, umask, personality and prctl flags.
- * A restored process is its own session leader if it was one; otherwise it
- * gets its own process group when it led one, and stays in the restore's
- * session when it belonged to someone else's (that session is not part of a
- * single-process image).
- */
+/** Directories, umask, personality and prctl flags (sessions and groups are set as the tree is built). */
 export function restore(ctx: RestoreContext): void {
   const p = processOf(ctx);
   const inj = ctx.injector;
-  if (p.sid === p.pid) inj.call('setsid', Sys.setsid);
-  else if (p.pgid === p.pid) inj.call('setpgid', Sys.setpgid, 0, 0);
   inj.reset();
   if (p.root !== '/') inj.call(`chroot(${p.root})`, Sys.chroot, putString(ctx, p.root));
   inj.call(`chdir(${p.cwd})`, Sys.chdir, putString(ctx, p.cwd));

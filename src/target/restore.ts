@@ -6,7 +6,8 @@ import { Sys } from '../native/syscalls.js';
 import type { Op } from '../native/tracer-protocol.js';
 import { ImageReader, hostFacts } from '../image/format.js';
 import '../image/all.js';
-import type { RestoreContext } from './context.js';
+import { newSharedObjects, type RestoreContext } from './context.js';
+import { treeOrder, buildTree, joinGroups, finishZombies, type TreeMember } from './tree.js';
 import * as memory from './memory.js';
 import * as proc from './process.js';
 import * as thread from './thread.js';
@@ -26,13 +27,16 @@ export class RestoreRefused extends Error {
 }
 
 export interface RestoreSummary {
+  /** The root of the restored tree (the only process for a single-process image). */
   pid: number;
+  /** Every process restored, parents before children. */
+  pids: number[];
   dir: string;
-  /** From the first husk to the process running. */
+  /** From the first husk to the processes running. */
   restoreMs: number;
 }
 
-/** Candidate husk bases: the husk, its scratch and the vdso parking area need 4 MiB that the image does not use. */
+/** Candidate husk bases: the husk, its scratch and the vdso parking area need 4 MiB that no process of the image uses. */
 const HUSK_BASES = [0x10000000, 0x20000000, 0x200000000, 0x100000000000, 0x7e0000000000];
 const HUSK_WINDOW = 4 << 20;
 const SCRATCH_OFFSET = 0x10000;
@@ -55,79 +59,97 @@ function fdFloor(image: ImageReader): number {
   return max + 1;
 }
 
+function preflight(image: ImageReader, order: TreeMember[]): void {
+  const problems: string[] = [];
+  for (const m of order) {
+    if (!processExists(m.entry.pid)) continue;
+    let who = '';
+    try {
+      who = ` by ${readStat(m.entry.pid).comm}`;
+    } catch {
+      // it went away between the two looks
+    }
+    problems.push(`pid ${m.entry.pid} is in use${who}; the restored process needs exactly that pid`);
+  }
+  // The restored processes keep calling into the vdso at the offsets of the kernel they were checkpointed on.
+  const here = hostFacts();
+  const there = image.manifest.host;
+  if (there.arch !== here.arch) problems.push(`the image is for ${there.arch}, this host is ${here.arch}`);
+  if (there.kernel !== here.kernel || there.kernelBuild !== here.kernelBuild) {
+    problems.push(`the image was taken on kernel ${there.kernel} (${there.kernelBuild}); this host runs ${here.kernel} (${here.kernelBuild}), and a process needs the exact kernel build its vdso came from`);
+  }
+  memory.preflight({ image }, problems);
+  files.preflight({ image }, problems);
+  creds.preflight({ image }, problems);
+  if (problems.length) throw new RestoreRefused(problems);
+}
+
+/**
+ * Restores every process of an image: first the whole tree of husks with
+ * their pids, sessions and groups (and threads), then each process's state,
+ * parents first, then the zombies' ends. Objects processes share are made by
+ * the first that needs them and fetched by the others. Nothing runs until
+ * everything is in place; on any failure every husk is killed.
+ */
 export async function restoreProcess(dir: string): Promise<RestoreSummary> {
   const image = await ImageReader.open(dir);
   try {
-    const p = proc.processOf({ image });
-    const problems: string[] = [];
-    if (processExists(p.pid)) {
-      let who = '';
-      try {
-        who = ` by ${readStat(p.pid).comm}`;
-      } catch {
-        // it went away between the two looks
-      }
-      problems.push(`pid ${p.pid} is in use${who}; the restored process needs exactly that pid`);
-    }
-    // The restored process keeps calling into the vdso at the offsets of the kernel it was checkpointed on.
-    const here = hostFacts();
-    const there = image.manifest.host;
-    if (there.arch !== here.arch) problems.push(`the image is for ${there.arch}, this host is ${here.arch}`);
-    if (there.kernel !== here.kernel || there.kernelBuild !== here.kernelBuild) {
-      problems.push(`the image was taken on kernel ${there.kernel} (${there.kernelBuild}); this host runs ${here.kernel} (${here.kernelBuild}), and a process needs the exact kernel build its vdso came from`);
-    }
-    memory.preflight({ image }, problems);
-    files.preflight({ image }, problems);
-    creds.preflight({ image }, problems);
-    if (problems.length) throw new RestoreRefused(problems);
+    const order = treeOrder(image);
+    preflight(image, order);
 
     const started = performance.now();
     const base = chooseHuskBase(memory.occupiedRanges({ image }));
-    const parent = Husk.spawn(base, 10_000, base + SCRATCH_OFFSET);
-    let husk: Husk | null = null;
+    const first = Husk.spawn(base, 10_000, base + SCRATCH_OFFSET);
+    let husks = new Map<number, Husk>();
     try {
-      husk = parent.clone({ setTid: [p.pid] });
-      parent.release();
-      const ctx: RestoreContext = {
-        pid: p.pid,
-        image,
-        husk,
-        injector: husk.injector,
-        threads: [{ tid: p.pid, injector: husk.injector }],
-        shmemFds: new Map(),
-        parkedFds: new Set(),
-        fdFloor: fdFloor(image),
-      };
-      thread.createThreads(ctx, p.threads);
-      await memory.restore(ctx, base + PARKING_OFFSET);
-      signals.restore(ctx);
-      timers.restore(ctx);
-      await files.restore(ctx);
-      proc.restore(ctx);
-      // From here on injected calls go through the restored program's own code, so the husk's page can go.
-      const gadget = findSyscallGadget(ctx.pid, null, husk.layout);
-      for (const t of ctx.threads) t.injector.useGadget(gadget);
-      ctx.injector.call('munmap(husk)', Sys.munmap, husk.layout.start, husk.layout.end - husk.layout.start);
-      memory.restoreMm(ctx);
-      thread.restoreKernelState(ctx);
-      proc.restoreLimits(ctx);
-      // Credentials belong to each thread (the raw setresuid changes only the caller).
-      for (const t of ctx.threads) creds.restore({ ...ctx, injector: t.injector });
-      proc.restoreAfterCreds(ctx);
-      for (const fd of [...ctx.parkedFds]) ctx.injector.call('close(parked)', Sys.close, fd);
-      // The leader owns the scratch mapping, so it ends last.
-      for (const t of [...ctx.threads].reverse()) t.injector.end(false);
-      thread.restoreCpu(ctx);
-      for (const t of ctx.threads) detach(t.tid);
-      return { pid: p.pid, dir, restoreMs: performance.now() - started };
+      husks = buildTree(first, order);
+      joinGroups(husks, order);
+      const shared = newSharedObjects();
+      const floor = fdFloor(image);
+      const live = order.filter((m): m is Extract<TreeMember, { kind: 'live' }> => m.kind === 'live');
+      const contexts: RestoreContext[] = live.map(({ entry }) => {
+        const husk = husks.get(entry.pid)!;
+        return { pid: entry.pid, image, husk, injector: husk.injector, threads: [{ tid: entry.pid, injector: husk.injector }], shmemFds: new Map(), parkedFds: new Set(), fdFloor: floor, shared };
+      });
+      for (const ctx of contexts) thread.createThreads(ctx, proc.processOf(ctx).threads);
+      for (const ctx of contexts) await restoreOne(ctx, base);
+      finishZombies(husks, order);
+      // Now that no process needs another's objects any more, each drops what it only held for the others.
+      for (const ctx of contexts) for (const fd of [...ctx.parkedFds]) ctx.injector.call('close(parked)', Sys.close, fd);
+      for (const ctx of contexts) {
+        // The leader owns the scratch mapping, so it ends last.
+        for (const t of [...ctx.threads].reverse()) t.injector.end(false);
+        thread.restoreCpu(ctx);
+      }
+      for (const ctx of contexts) for (const t of ctx.threads) detach(t.tid);
+      return { pid: order[0]!.entry.pid, pids: order.map((m) => m.entry.pid), dir, restoreMs: performance.now() - started };
     } catch (e) {
-      parent.kill();
-      husk?.kill();
+      first.kill();
+      husks.get(order[0]!.entry.pid)?.kill();
       throw e;
     }
   } finally {
     await image.close();
   }
+}
+
+/** One process's own state, up to (not including) its registers. */
+async function restoreOne(ctx: RestoreContext, base: number): Promise<void> {
+  await memory.restore(ctx, base + PARKING_OFFSET);
+  signals.restore(ctx);
+  timers.restore(ctx);
+  await files.restore(ctx);
+  proc.restore(ctx);
+  // From here on injected calls go through the restored program's own code, so the husk's page can go.
+  const gadget = findSyscallGadget(ctx.pid, null, ctx.husk.layout);
+  for (const t of ctx.threads) t.injector.useGadget(gadget);
+  ctx.injector.call('munmap(husk)', Sys.munmap, ctx.husk.layout.start, ctx.husk.layout.end - ctx.husk.layout.start);
+  memory.restoreMm(ctx);
+  thread.restoreKernelState(ctx);
+  proc.restoreLimits(ctx);
+  // Credentials belong to each thread (the raw setresuid changes only the caller).
+  for (const t of ctx.threads) creds.restore({ ...ctx, injector: t.injector });
+  proc.restoreAfterCreds(ctx);
 }
 
 export const tracerOps: Record<string, Op> = {

@@ -108,6 +108,6 @@ describe('a restored process keeps its identity', function () {
     const problems: string[] = [];
     preflight({ image }, problems);
     assert.equal(problems.length, 1, problems.join('; '));
-    assert.match(problems[0]!, /^credentials: the process holds (CAP_[A-Z_]+|capability \d+), which this host's Ferry does not have to give$/);
+    assert.match(problems[0]!, /^credentials of pid 4242: the process holds (CAP_[A-Z_]+|capability \d+), which this host's Ferry does not have to give$/);
   });
 });
