@@ -6,7 +6,8 @@ import { FileEntry, FdEntry, PipeEntry, GhostFileEntry } from '../image/files.js
 import { fromHex } from '../image/fields.js';
 import { unpackPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
-import { parkFd, closeParkedFd, openInHusk, type RestoreContext } from './context.js';
+import { parkFd, fetchFd, openInHusk, type RestoreContext } from './context.js';
+import { shmemFd } from './memory.js';
 
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
@@ -86,16 +87,16 @@ interface LivePipe {
   reader: number;
   /** Write end of an anonymous pipe (the FIFO's `reader` writes too). */
   writer: number | null;
-  /** pipe2's own descriptions go to the first read and first write description: reopened ends would gain O_LARGEFILE. */
-  readerUsed: boolean;
-  writerUsed: boolean;
+  /** pipe2's own descriptions go to the first read and first write description, image-wide: reopened ends would gain O_LARGEFILE. */
+  used: { reader: boolean; writer: boolean };
 }
 
 /**
- * Per-restore state: recreated objects shared by several descriptions. Their
- * fds are parked above the restored fd numbers and closed at the end, so the
- * process holds exactly what it held: a pipe whose write end it did not
- * hold has no writer again.
+ * Recreated objects shared by several descriptions, possibly of several
+ * processes. Their fds are parked above the restored fd numbers; the
+ * restore closes them once every process is done, so each process holds
+ * exactly what it held: a pipe whose write end it did not hold has no
+ * writer again. A later process fetches what an earlier one made.
  */
 class Objects {
   private readonly pipes = new Map<number, LivePipe>();
@@ -108,22 +109,32 @@ class Objects {
     if (known) return known;
     const ctx = this.ctx;
     const inj = ctx.injector;
+    const readerHome = ctx.shared.homes.get(`pipe:${id}:reader`);
+    if (readerHome) {
+      const writerHome = ctx.shared.homes.get(`pipe:${id}:writer`);
+      const live = { reader: fetchFd(ctx, readerHome), writer: writerHome ? fetchFd(ctx, writerHome) : null, used: ctx.shared.pipeEndsUsed.get(id)! };
+      this.pipes.set(id, live);
+      return live;
+    }
     const p = ctx.image.entriesOf(PipeEntry).find((e) => e.id === id);
     if (!p) throw new Error(`the image lacks pipe ${id}`);
     let live: LivePipe;
     if (p.path) {
       // O_RDWR never waits for a peer and keeps the buffer alive until every description is open.
-      live = { reader: parkFd(ctx, openInHusk(ctx, p.path, O_RDWR | O_NONBLOCK)), writer: null, readerUsed: true, writerUsed: true };
+      live = { reader: parkFd(ctx, openInHusk(ctx, p.path, O_RDWR | O_NONBLOCK)), writer: null, used: { reader: true, writer: true } };
     } else {
       inj.reset();
       const ends = inj.reserve(8);
       inj.call('pipe2', Sys.pipe2, ends, O_NONBLOCK);
       const both = inj.read(ends, 8);
       inj.reset();
-      live = { reader: parkFd(ctx, both.readInt32LE(0)), writer: parkFd(ctx, both.readInt32LE(4)), readerUsed: false, writerUsed: false };
+      live = { reader: parkFd(ctx, both.readInt32LE(0)), writer: parkFd(ctx, both.readInt32LE(4)), used: { reader: false, writer: false } };
     }
     inj.call(`fcntl(F_SETPIPE_SZ, ${p.size})`, Sys.fcntl, live.reader, F_SETPIPE_SZ, p.size);
     if (p.data) await writeFromImage(ctx, live.writer ?? live.reader, p.data.offset, p.data.length, null);
+    ctx.shared.homes.set(`pipe:${id}:reader`, { pid: ctx.pid, fd: live.reader });
+    if (live.writer !== null) ctx.shared.homes.set(`pipe:${id}:writer`, { pid: ctx.pid, fd: live.writer });
+    ctx.shared.pipeEndsUsed.set(id, live.used);
     this.pipes.set(id, live);
     return live;
   }
@@ -137,6 +148,12 @@ class Objects {
     const known = this.ghosts.get(id);
     if (known !== undefined) return known;
     const ctx = this.ctx;
+    const home = ctx.shared.homes.get(`ghost:${id}`);
+    if (home) {
+      const fd = fetchFd(ctx, home);
+      this.ghosts.set(id, fd);
+      return fd;
+    }
     const inj = ctx.injector;
     const g = ctx.image.entriesOf(GhostFileEntry).find((e) => e.id === id);
     if (!g) throw new Error(`the image lacks ghost file ${id}`);
@@ -165,15 +182,8 @@ class Objects {
     inj.call('fchmod', Sys.fchmod, fd, g.mode);
     const parked = parkFd(ctx, fd);
     this.ghosts.set(id, parked);
+    ctx.shared.homes.set(`ghost:${id}`, { pid: ctx.pid, fd: parked });
     return parked;
-  }
-
-  close(): void {
-    for (const p of this.pipes.values()) {
-      closeParkedFd(this.ctx, p.reader);
-      if (p.writer !== null) closeParkedFd(this.ctx, p.writer);
-    }
-    for (const fd of this.ghosts.values()) closeParkedFd(this.ctx, fd);
   }
 }
 
@@ -192,20 +202,19 @@ async function make(ctx: RestoreContext, f: FileEntry, objects: Objects): Promis
     case 'unlinked':
       return { fd: openInHusk(ctx, `/proc/self/fd/${await objects.ghost(f.ghost!)}`, flags), fresh: true };
     case 'memfd': {
-      const held = ctx.shmemFds.get(f.shmem!);
-      if (held === undefined) throw new Error(`file ${f.id} refers to shmem ${f.shmem}, which the memory restore did not create`);
+      const held = await shmemFd(ctx, f.shmem!);
       // A fresh description with this one's access mode and offset; the memory module's fd is its own.
       return { fd: openInHusk(ctx, `/proc/self/fd/${held}`, flags), fresh: true };
     }
     case 'pipe': {
       const p = await objects.pipe(f.pipe!);
       const mode = f.flags & O_ACCMODE;
-      if (mode === O_RDONLY && !p.readerUsed) {
-        p.readerUsed = true;
+      if (mode === O_RDONLY && !p.used.reader) {
+        p.used.reader = true;
         return { fd: p.reader, fresh: false };
       }
-      if (mode === O_WRONLY && !p.writerUsed && p.writer !== null) {
-        p.writerUsed = true;
+      if (mode === O_WRONLY && !p.used.writer && p.writer !== null) {
+        p.used.writer = true;
         return { fd: p.writer, fresh: false };
       }
       // Opening a pipe end never blocks with O_NONBLOCK; F_SETFL puts the real flag back.
@@ -309,6 +318,12 @@ export async function restore(ctx: RestoreContext): Promise<void> {
   const epolls: FileEntry[] = [];
   for (const [id, list] of fds) {
     const f = files.get(id);
+    const home = ctx.shared.homes.get(`file:${id}`);
+    if (home) {
+      // Inherited through fork, or a UNIX socket the unix module made: the very description, offset, flags and epoll items included.
+      place(ctx, { fd: fetchFd(ctx, home), fresh: false }, list);
+      continue;
+    }
     if (!f) throw new Error(`fd ${list[0]!.fd} refers to file ${id}, which the image lacks`);
     const made = await make(ctx, f, objects);
     if (f.kind === 'path' || f.kind === 'unlinked' || f.kind === 'memfd') {
@@ -317,6 +332,7 @@ export async function restore(ctx: RestoreContext): Promise<void> {
       inj.call('fcntl(F_SETFL)', Sys.fcntl, made.fd, F_SETFL, f.flags & SETFL_MASK);
     }
     place(ctx, made, list);
+    ctx.shared.homes.set(`file:${id}`, { pid: ctx.pid, fd: list[0]!.fd });
     if (f.kind === 'epoll') epolls.push(f);
   }
   for (const f of epolls) {
@@ -330,5 +346,4 @@ export async function restore(ctx: RestoreContext): Promise<void> {
     }
   }
   inj.reset();
-  objects.close();
 }

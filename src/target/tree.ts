@@ -36,26 +36,83 @@ export function treeOrder(image: ImageReader): TreeMember[] {
   return out;
 }
 
-const CLONE_FLAGS_PROCESS = 0;
+const PR_SET_CHILD_SUBREAPER = 36;
+const WNOHANG_WALL = 0x40000001;
 
 /**
  * Creates a husk for every process of the image, each with its pid, as the
  * child of its parent's husk. A process that led a session calls setsid
- * before its own children exist, so they are born into it, as they were.
- * The root is cloned from `first`, which is then released: the root becomes
- * the restorer's child.
+ * before its own children exist, so they are born into it, as they were. A
+ * process in a session that neither it nor its parent leads (an orphan
+ * reparented to a subreaper) is born the way it came to be: a helper under
+ * the session leader clones it and exits, and it is reparented to the
+ * subreaper. The root is cloned from `first`, which is then released: the
+ * root becomes the restorer's child.
  */
 export function buildTree(first: Husk, order: TreeMember[]): Map<number, Husk> {
   const husks = new Map<number, Husk>();
-  for (const m of order) {
-    const e = m.entry;
+  const entries = new Map(order.map((m) => [m.entry.pid, m.entry]));
+  const pending = [...order];
+  while (pending.length) {
+    const i = pending.findIndex((m) => canCreate(m.entry, husks, entries, m === order[0]));
+    if (i < 0) throw new Error(`cannot recreate the sessions of processes ${pending.map((m) => m.entry.pid).join(', ')}`);
+    const [m] = pending.splice(i, 1);
+    const e = m!.entry;
     const parent = husks.get(e.ppid) ?? first;
-    const husk = parent.clone({ setTid: [e.pid], flags: CLONE_FLAGS_PROCESS, exitSignal: e.exitSignal });
+    let husk: Husk;
+    if (bornInAnotherSession(e, entries)) {
+      husk = cloneThroughSessionLeader(husks.get(e.sid)!, e);
+      const ppid = Number(readStat(e.pid).fields[4]);
+      if (ppid !== e.ppid) throw new Error(`pid ${e.pid} was reparented to ${ppid}, not to ${e.ppid}: its parent must be a subreaper above its session leader`);
+    } else {
+      husk = parent.clone({ setTid: [e.pid], exitSignal: e.exitSignal });
+      if (parent === first) first.release();
+    }
     husks.set(e.pid, husk);
-    if (parent === first) first.release();
-    if (m.kind === 'live' && e.sid === e.pid) husk.injector.call('setsid', Sys.setsid);
+    if (m!.kind === 'live') {
+      if (e.sid === e.pid) husk.injector.call('setsid', Sys.setsid);
+      // Before any child of it is created: an orphan restored below it must come back to it.
+      if (m!.entry.childSubreaper) husk.injector.call('prctl(PR_SET_CHILD_SUBREAPER)', Sys.prctl, PR_SET_CHILD_SUBREAPER, 1);
+    }
   }
   return husks;
+}
+
+type Placed = { pid: number; ppid: number; sid: number };
+
+/** In a session that it does not lead and its parent is not in: an orphan that was reparented after its session began. */
+function bornInAnotherSession(e: Placed, entries: Map<number, Placed>): boolean {
+  const parent = entries.get(e.ppid);
+  return e.sid !== e.pid && parent !== undefined && e.sid !== parent.sid;
+}
+
+/** A process can be created once its parent exists and, when it must be born in another's session, once that session's leader exists. */
+function canCreate(e: Placed, husks: Map<number, Husk>, entries: Map<number, Placed>, isRoot: boolean): boolean {
+  if (isRoot) return true;
+  if (!husks.has(e.ppid)) return false;
+  return !bornInAnotherSession(e, entries) || husks.has(e.sid);
+}
+
+function cloneThroughSessionLeader(leader: Husk, e: { pid: number; exitSignal: number }): Husk {
+  const helper = leader.clone();
+  const husk = helper.clone({ setTid: [e.pid], exitSignal: e.exitSignal });
+  helper.release();
+  // The helper's exit left a zombie and a SIGCHLD in the leader, neither of which the original had.
+  leader.injector.callRaw(Sys.wait4, helper.pid, 0, WNOHANG_WALL, 0);
+  consumeSignal(leader, SIGCHLD);
+  return husk;
+}
+
+const SIGCHLD = 17;
+
+/** Takes a pending (blocked) signal back out of a husk's queue, if it is there. */
+function consumeSignal(husk: Husk, signo: number): void {
+  const inj = husk.injector;
+  inj.reset();
+  const set = Buffer.alloc(8);
+  set.writeBigUInt64LE(1n << BigInt(signo - 1));
+  inj.callRaw(Sys.rt_sigtimedwait, inj.put(set), 0, inj.put(Buffer.alloc(16)), 8);
+  inj.reset();
 }
 
 /**
@@ -102,13 +159,7 @@ export function finishZombies(husks: Map<number, Husk>, order: TreeMember[]): vo
       kill(z.pid, signal);
     }
     waitUntilZombie(z.pid);
-    const parent = husks.get(z.ppid)!;
-    parent.injector.reset();
-    const set = Buffer.alloc(8);
-    set.writeBigUInt64LE(1n << BigInt(z.exitSignal - 1));
-    const timeout = Buffer.alloc(16);
-    parent.injector.callRaw(Sys.rt_sigtimedwait, parent.injector.put(set), 0, parent.injector.put(timeout), 8);
-    parent.injector.reset();
+    if (z.exitSignal) consumeSignal(husks.get(z.ppid)!, z.exitSignal);
   }
 }
 

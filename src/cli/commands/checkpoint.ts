@@ -9,6 +9,7 @@ const CHECKPOINT = new URL('../../source/checkpoint.js', import.meta.url);
 interface CheckpointOptions {
   dir: string;
   leaveRunning?: boolean;
+  tree?: boolean;
 }
 
 export function register(program: Command): void {
@@ -18,6 +19,7 @@ export function register(program: Command): void {
     .argument('<pid>', 'the process to checkpoint', parsePid)
     .requiredOption('-D, --dir <dir>', 'where to write the image: a new or empty directory')
     .option('--leave-running', 'let the process go on running after the checkpoint instead of ending it')
+    .option('--tree', 'take the process with all its descendants (without it, a process with children is refused)')
     .addHelpText(
       'after',
       '\nBefore it touches the process, the checkpoint looks for state Ferry cannot migrate;' +
@@ -26,7 +28,7 @@ export function register(program: Command): void {
     .action(async (pid: number, options: CheckpointOptions) => {
       const dir = path.resolve(options.dir);
       const summary = await withTracer(CHECKPOINT, (tracer) =>
-        tracer.call<CheckpointSummary>('checkpoint', pid, dir, { leaveRunning: options.leaveRunning === true }),
+        tracer.call<CheckpointSummary>('checkpoint', pid, dir, { leaveRunning: options.leaveRunning === true, tree: options.tree === true }),
       );
       printResult(summary, renderSummary);
     });
@@ -35,11 +37,13 @@ export function register(program: Command): void {
 function renderSummary(s: CheckpointSummary): string {
   const fate = s.leftRunning ? 'it is still running' : 'it has been ended';
   const fields: Array<[string, string]> = [
+    ...(s.pids.length > 1 ? [['processes', s.pids.join(' ')] as [string, string]] : []),
     ['pages', `${s.pages} (${s.dataPages} with data, ${s.zeroPages} zero)`],
     ['bytes', `${s.bytes} (${(s.bytes / 1048576).toFixed(1)} MiB of page data)`],
     ['entries', String(s.entries)],
     ['frozen', `${s.frozenMs.toFixed(1)} ms`],
     ['total', `${s.totalMs.toFixed(1)} ms`],
   ];
-  return `checkpointed pid ${s.pid} into ${s.dir}; ${fate}\n${formatFields(fields)}`;
+  const what = s.pids.length > 1 ? `the tree of pid ${s.pid} (${s.pids.length} processes)` : `pid ${s.pid}`;
+  return `checkpointed ${what} into ${s.dir}; ${s.pids.length > 1 ? fate.replace('it is', 'they are').replace('it has', 'they have') : fate}\n${formatFields(fields)}`;
 }

@@ -17,10 +17,11 @@ export function register(program: Command): void {
     .command('inspect')
     .description('say whether a process can be checkpointed, and if not, why')
     .argument('<pid>', 'the process to look at', parsePid)
+    .option('--tree', 'look at the process with all its descendants, as `checkpoint --tree` would take them')
     .addHelpText('after', '\nExits 0 when `migrate checkpoint` would go ahead, 4 when it would refuse.')
-    .action((pid: number) => {
+    .action((pid: number, options: { tree?: boolean }) => {
       // Reads /proc only (no ptrace), so it runs here rather than in a tracer thread.
-      const refusals = inspectProcess(pid);
+      const refusals = inspectProcess(pid, { tree: options.tree === true });
       const report: InspectReport = { pid, checkpointable: refusals.length === 0, refusals };
       printResult(report, renderReport);
       if (!report.checkpointable) process.exitCode = ExitCode.Refused;

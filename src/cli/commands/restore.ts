@@ -20,6 +20,10 @@ export function register(program: Command): void {
     .action(async (options: { dir: string }) => {
       const dir = path.resolve(options.dir);
       const summary = await withTracer(RESTORE, (tracer) => tracer.call<RestoreSummary>('restore', dir));
-      printResult(summary, (s) => `restored pid ${s.pid} from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`);
+      printResult(summary, (s) =>
+        s.pids.length > 1
+          ? `restored the tree of pid ${s.pid} (${s.pids.join(' ')}) from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`
+          : `restored pid ${s.pid} from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`,
+      );
     });
 }
