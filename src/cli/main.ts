@@ -4,13 +4,17 @@ import * as checkpoint from './commands/checkpoint.js';
 import * as demo from './commands/demo.js';
 import * as doctor from './commands/doctor.js';
 import * as inspect from './commands/inspect.js';
+import * as logs from './commands/logs.js';
+import * as ps from './commands/ps.js';
 import * as restore from './commands/restore.js';
+import * as run from './commands/run.js';
+import * as stop from './commands/stop.js';
 import { describeError, exitCodeFor, formatErrorLine, type ErrorReport } from './errors.js';
 import { EXIT_CODE_MEANINGS, ExitCode } from './exit-codes.js';
 import { setJsonOutput } from './output.js';
 
 /** Each command lives in ./commands/<name>.ts and adds itself to the program. */
-const COMMANDS: ReadonlyArray<{ register(program: Command): void }> = [checkpoint, demo, doctor, inspect, restore];
+const COMMANDS: ReadonlyArray<{ register(program: Command): void }> = [checkpoint, demo, doctor, inspect, logs, ps, restore, run, stop];
 
 /** Runs `migrate` with Node's argv; the outcome is left in process.exitCode. */
 export async function main(argv: readonly string[]): Promise<void> {

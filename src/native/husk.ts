@@ -23,6 +23,18 @@ const CLONE_THREAD = 0x10000;
 export const THREAD_CLONE_FLAGS = CLONE_VM | 0x200 /* FS */ | 0x400 /* FILES */ | 0x800 /* SIGHAND */ | CLONE_THREAD | 0x40000 /* SYSVSEM */;
 const CLONE_ARGS_SIZE = 88;
 
+/**
+ * glibc keeps signals 32 and 33 for itself and will not reset them through
+ * posix_spawn, so a husk inherits whatever disposition Ferry's process has
+ * for them (ignored). Ignored signals survive execve and a restore only
+ * re-installs handlers that were not default, so put them back to default.
+ */
+function resetReservedSignals(injector: Injector): void {
+  const act = injector.put(Buffer.alloc(32));
+  injector.batch('rt_sigaction(32, 33, SIG_DFL)', [32, 33].map((signo) => ({ nr: Sys.rt_sigaction, args: [signo, act, 0, 8] })));
+  injector.reset();
+}
+
 /** Options every husk is traced with: husks must die with their tracer (a half-built restore never runs on its own), and children created inside them are traced automatically. */
 const HUSK_PTRACE_OPTIONS = PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEVFORK | PTRACE_O.TRACESYSGOOD;
 
@@ -75,6 +87,7 @@ export class Husk {
     }
     const injector = new Injector(pid, layout.gadget);
     injector.scratchHint = scratchHint;
+    resetReservedSignals(injector);
     return new Husk(pid, layout, injector);
   }
 

@@ -1,0 +1,97 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import { effectiveUid } from '../../native/host.js';
+import { CONTAINER_TRACER_MODULE, containerLogPath, runContainer } from '../../container/runtime.js';
+import { parseCpus, parseEnv, parseMemory, validateCwd, validateHostname, validateName, type ContainerSpec } from '../../container/spec.js';
+import { withTracer } from '../engine.js';
+import { CliError } from '../errors.js';
+import { ExitCode } from '../exit-codes.js';
+import { formatFields, printResult } from '../output.js';
+
+interface RunOptions {
+  hostname?: string;
+  env: Record<string, string>;
+  cwd: string;
+  memory?: number;
+  cpus?: number;
+  rootfs?: string;
+}
+
+/** Turns a validator's RangeError into commander's usage error (exit 2). */
+export function usage<T>(parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+}
+
+/** Namespaces, cgroups and signals to other users' processes need root; saying so beats a bare EPERM. */
+export function requireRoot(what: string): void {
+  if (effectiveUid() !== 0) throw new CliError(`only root can ${what}`, ExitCode.Unsupported);
+}
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description('start a container that runs on after this command exits')
+    .argument('<name>', 'the container name: 1-63 characters of a-z, 0-9, _ . -', usage(validateName))
+    .argument('<command...>', 'the program to run as its pid 1 and its arguments, after --')
+    .option('--hostname <name>', 'its hostname (default: the container name)', usage(validateHostname))
+    .option('--env <NAME=value>', 'set an environment variable; repeat for more', (text: string, env: Record<string, string>) => {
+      const [key, value] = usage(parseEnv)(text);
+      return { ...env, [key]: value };
+    }, {})
+    .option('--cwd <dir>', 'its working directory, inside the container', usage(validateCwd), '/')
+    .option('--memory <size>', 'memory limit, e.g. 512m or 2g', usage(parseMemory))
+    .option('--cpus <n>', 'CPU limit in CPUs, e.g. 0.5', usage(parseCpus))
+    .option('--rootfs <dir>', 'a directory to use as its root, writable (default: the host root, read-only)')
+    .addHelpText(
+      'after',
+      '\nThe container gets its own pid, mount, uts, ipc, network (loopback only), cgroup' +
+        '\nand time namespaces, a cgroup with the limits given, its own /proc, /sys, /dev' +
+        '\nand a private /tmp (tmpfs). Its stdout and stderr go to a log: `migrate logs <name>`.' +
+        '\nState lives in $FERRY_STATE_DIR (default /var/lib/ferry).' +
+        '\n\nExample:\n  migrate run web --memory 256m -- python3 -m http.server 8000',
+    )
+    .action(async (name: string, command: string[], options: RunOptions) => {
+      requireRoot('start containers');
+      const spec: ContainerSpec = {
+        name,
+        command,
+        hostname: options.hostname ?? name,
+        env: options.env,
+        cwd: options.cwd,
+        memoryBytes: options.memory ?? null,
+        cpus: options.cpus ?? null,
+        rootfs: options.rootfs === undefined ? null : checkRootfs(options.rootfs),
+      };
+      const state = await withTracer(CONTAINER_TRACER_MODULE, (tracer) => runContainer(spec, tracer));
+      const report = {
+        name: state.name,
+        pid: state.pid,
+        hostname: state.hostname,
+        command: state.command,
+        executable: state.executable,
+        cgroup: state.cgroup.path,
+        log: containerLogPath(state.name),
+      };
+      printResult(report, (r) =>
+        `started container ${r.name}, pid ${r.pid}\n${formatFields([
+          ['command', r.command.join(' ')],
+          ['hostname', r.hostname],
+          ['cgroup', r.cgroup],
+          ['log', `${r.log} (migrate logs ${r.name})`],
+        ])}`,
+      );
+    });
+}
+
+function checkRootfs(dir: string): string {
+  const full = path.resolve(dir);
+  if (!fs.statSync(full, { throwIfNoEntry: false })?.isDirectory()) throw new CliError(`--rootfs ${dir}: not a directory`, ExitCode.Usage);
+  return full;
+}

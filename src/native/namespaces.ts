@@ -1,0 +1,82 @@
+/**
+ * Linux namespaces: the clone flags that create them, their identities as
+ * /proc shows them, and the setup calls that only a task inside a new
+ * namespace can make (run through its Injector).
+ */
+import { cString } from './libc.js';
+import { Sys } from './syscalls.js';
+import { readLink } from './proc.js';
+import type { Injector } from './inject.js';
+
+/** CLONE_NEW* flags. CLONE_NEWTIME (0x80) overlaps the exit-signal byte of clone(2), so only clone3 and unshare take it. */
+export const CLONE_NEW = {
+  TIME: 0x80, NS: 0x20000, CGROUP: 0x02000000, UTS: 0x04000000, IPC: 0x08000000,
+  USER: 0x10000000, PID: 0x20000000, NET: 0x40000000,
+} as const;
+
+export const NAMESPACE_KINDS = ['pid', 'mnt', 'uts', 'ipc', 'net', 'cgroup', 'time', 'user'] as const;
+export type NamespaceKind = (typeof NAMESPACE_KINDS)[number];
+
+/**
+ * The inode number of each namespace the process is in: two processes share
+ * a namespace exactly when these are equal.
+ */
+export function namespaceIds(pid: number | 'self'): Record<NamespaceKind, number> {
+  const ids = {} as Record<NamespaceKind, number>;
+  for (const kind of NAMESPACE_KINDS) {
+    const link = readLink(`/proc/${pid}/ns/${kind}`);
+    const m = /\[(\d+)\]$/.exec(link);
+    if (!m) throw new Error(`unexpected namespace link /proc/${pid}/ns/${kind} -> ${link}`);
+    ids[kind] = Number(m[1]);
+  }
+  return ids;
+}
+
+const NR_SETHOSTNAME = 170;
+/** HOST_NAME_MAX: longer names are EINVAL. */
+export const HOSTNAME_MAX = 64;
+
+/** sethostname in the task's UTS namespace. */
+export function setHostnameIn(inj: Injector, hostname: string): void {
+  inj.reset();
+  try {
+    const bytes = Buffer.from(hostname, 'utf8');
+    inj.call(`sethostname(${hostname})`, NR_SETHOSTNAME, inj.put(bytes), bytes.length);
+  } finally {
+    inj.reset();
+  }
+}
+
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const SIOCGIFFLAGS = 0x8913;
+const SIOCSIFFLAGS = 0x8914;
+const IFF_UP = 0x1;
+const IFREQ_SIZE = 40;
+const IFR_FLAGS_OFFSET = 16;
+
+/**
+ * Brings the loopback interface of the task's network namespace up: a new
+ * namespace has `lo` and nothing else, and `lo` starts down, so even
+ * 127.0.0.1 is unreachable until someone does this.
+ */
+export function bringUpLoopbackIn(inj: Injector): void {
+  inj.reset();
+  try {
+    const ifreq = Buffer.alloc(IFREQ_SIZE);
+    cString('lo').copy(ifreq, 0);
+    const addr = inj.put(ifreq);
+    const fd = inj.call('socket(AF_INET, SOCK_DGRAM)', Sys.socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    try {
+      inj.call('ioctl(SIOCGIFFLAGS, lo)', Sys.ioctl, fd, SIOCGIFFLAGS, addr);
+      const current = inj.read(addr, IFREQ_SIZE);
+      current.writeUInt16LE(current.readUInt16LE(IFR_FLAGS_OFFSET) | IFF_UP, IFR_FLAGS_OFFSET);
+      inj.call('ioctl(SIOCSIFFLAGS, lo)', Sys.ioctl, fd, SIOCSIFFLAGS, inj.put(current));
+    } finally {
+      inj.call('close', Sys.close, fd);
+    }
+  } finally {
+    inj.reset();
+  }
+}
