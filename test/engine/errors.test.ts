@@ -13,7 +13,8 @@ import { checkpoint, cleanupImages, imageDir, restore, startEngine } from '../he
 import { workloadBin } from '../helpers/paths.js';
 import { Workload } from '../helpers/workload.js';
 
-const AF_UNIX = 1;
+/** A TCP socket: Ferry does not migrate TCP yet (the network issue), so it must be refused. */
+const AF_INET = 2;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 
@@ -102,8 +103,8 @@ describe('errors a user can hit in checkpoint and restore', function () {
       assert.equal(await w.finish(), 'PASS');
     });
 
-    it('of a process holding a socket is refused, naming the pid and the fd, and the process runs on untouched', async () => {
-      const sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC);
+    it('of a process holding a TCP socket is refused, naming the pid and the fd, and the process runs on untouched', async () => {
+      const sock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC);
       const w = await Workload.start(tracer, 'counter', [], {}, { stdin: { fd: sock } }).finally(() => close(sock));
       const dir = imageDir();
       const isFd0 = (r: { pid: number; resource: string }) => r.pid === w.pid && /\bfd 0\b/.test(r.resource);
