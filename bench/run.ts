@@ -19,8 +19,9 @@ import { writeResults } from './lib/results.js';
 import { injection } from './injection.js';
 import { memoryRead } from './memory-read.js';
 import { checkpointRestore } from './checkpoint-restore.js';
+import { treeThreads } from './tree-threads.js';
 
-const BENCHMARKS: Benchmark[] = [injection, memoryRead, checkpointRestore];
+const BENCHMARKS: Benchmark[] = [injection, memoryRead, checkpointRestore, treeThreads];
 const RESULTS = path.join(ROOT, 'bench/RESULTS.md');
 
 const INTRO = `# Ferry benchmarks
