@@ -3,6 +3,8 @@ import { Sys } from '../native/syscalls.js';
 import { CredsEntry } from '../image/creds.js';
 import { fromHex } from '../image/fields.js';
 import type { RestoreContext } from './context.js';
+import type { BatchCall } from '../native/inject.js';
+import { NativeError } from '../native/errors.js';
 
 const PR_CAPBSET_DROP = 24;
 const PR_SET_SECUREBITS = 28;
@@ -75,12 +77,10 @@ function capsetArgs(effective: bigint, permitted: bigint, inheritable: bigint): 
   return { header, data };
 }
 
-function capset(ctx: RestoreContext, effective: bigint, permitted: bigint, inheritable: bigint): void {
-  const inj = ctx.injector;
+/** A capset call for a batch, its arguments copied into scratch memory. */
+function capset(ctx: RestoreContext, effective: bigint, permitted: bigint, inheritable: bigint): BatchCall {
   const { header, data } = capsetArgs(effective, permitted, inheritable);
-  inj.reset();
-  inj.call('capset', Sys.capset, inj.put(header), inj.put(data));
-  inj.reset();
+  return { nr: Sys.capset, args: [ctx.injector.put(header), ctx.injector.put(data)] };
 }
 
 /**
@@ -99,44 +99,52 @@ function capset(ctx: RestoreContext, effective: bigint, permitted: bigint, inher
 export function restore(ctx: RestoreContext): void {
   const c = credsOf(ctx);
   const inj = ctx.injector;
-  const now = readStatus(ctx.pid);
+  // Credentials belong to the thread the injector drives: read and check that thread's own.
+  const tid = inj.pid;
+  const now = readStatus(ctx.pid, tid);
   const inheritable = fromHex(c.caps.inheritable);
-  capset(ctx, statusCaps(now, 'CapEff'), statusCaps(now, 'CapPrm'), inheritable);
+  inj.reset();
+  const calls: BatchCall[] = [capset(ctx, statusCaps(now, 'CapEff'), statusCaps(now, 'CapPrm'), inheritable)];
 
   const bounding = fromHex(c.caps.bounding);
   const husksBounding = statusCaps(now, 'CapBnd');
   for (let cap = 0; cap < 64; cap++) {
     const bit = 1n << BigInt(cap);
-    if (husksBounding & bit && !(bounding & bit)) inj.call(`prctl(PR_CAPBSET_DROP, ${cap})`, Sys.prctl, PR_CAPBSET_DROP, cap);
+    if (husksBounding & bit && !(bounding & bit)) calls.push({ nr: Sys.prctl, args: [PR_CAPBSET_DROP, cap] });
   }
 
   const groups = Buffer.alloc(4 * c.groups.length);
   c.groups.forEach((g, i) => groups.writeUInt32LE(g, i * 4));
-  inj.reset();
-  inj.call('setgroups', Sys.setgroups, c.groups.length, inj.put(groups));
-  inj.reset();
-  inj.call('setresgid', Sys.setresgid, c.gid.real, c.gid.effective, c.gid.saved);
-  inj.call('setfsgid', Sys.setfsgid, c.gid.fs);
-
-  inj.call('prctl(PR_SET_SECUREBITS)', Sys.prctl, PR_SET_SECUREBITS, SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP);
-  inj.call('setresuid', Sys.setresuid, c.uid.real, c.uid.effective, c.uid.saved);
-  inj.call('setfsuid', Sys.setfsuid, c.uid.fs);
-
-  inj.call('prctl(PR_CAP_AMBIENT_CLEAR_ALL)', Sys.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  calls.push(
+    { nr: Sys.setgroups, args: [c.groups.length, inj.put(groups)] },
+    { nr: Sys.setresgid, args: [c.gid.real, c.gid.effective, c.gid.saved] },
+    { nr: Sys.setfsgid, args: [c.gid.fs] },
+    { nr: Sys.prctl, args: [PR_SET_SECUREBITS, SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP] },
+    { nr: Sys.setresuid, args: [c.uid.real, c.uid.effective, c.uid.saved] },
+    { nr: Sys.setfsuid, args: [c.uid.fs] },
+    { nr: Sys.prctl, args: [PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0] },
+  );
   const ambient = fromHex(c.caps.ambient);
   for (let cap = 0; cap < 64; cap++) {
-    if (ambient & (1n << BigInt(cap))) inj.call(`prctl(PR_CAP_AMBIENT_RAISE, ${cap})`, Sys.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+    if (ambient & (1n << BigInt(cap))) calls.push({ nr: Sys.prctl, args: [PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0] });
   }
-  inj.call('prctl(PR_SET_SECUREBITS)', Sys.prctl, PR_SET_SECUREBITS, c.securebits);
-  capset(ctx, fromHex(c.caps.effective), fromHex(c.caps.permitted), inheritable);
-
-  if (c.noNewPrivs) inj.call('prctl(PR_SET_NO_NEW_PRIVS)', Sys.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-  verify(ctx, c);
+  calls.push({ nr: Sys.prctl, args: [PR_SET_SECUREBITS, c.securebits] }, capset(ctx, fromHex(c.caps.effective), fromHex(c.caps.permitted), inheritable));
+  if (c.noNewPrivs) calls.push({ nr: Sys.prctl, args: [PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0] });
+  // One stop for the whole sequence: the calls run in order and none needs another's result.
+  // setfsuid/setfsgid return the previous id, never an error: verify() catches what they could not do.
+  const results = inj.batchRaw(calls);
+  inj.reset();
+  results.forEach((r, i) => {
+    const call = calls[i]!;
+    if (call.nr === Sys.setfsuid || call.nr === Sys.setfsgid) return;
+    if (r < 0n && r >= -4095n) throw new NativeError(`credentials of ${ctx.pid} thread ${tid}: syscall ${call.nr} #${i}`, Number(-r));
+  });
+  verify(ctx, c, tid);
 }
 
 /** setfsuid/setfsgid report no errors, and a capability the kernel quietly dropped would go unnoticed: compare what the kernel now shows. */
-function verify(ctx: RestoreContext, c: CredsEntry): void {
-  const s = readStatus(ctx.pid);
+function verify(ctx: RestoreContext, c: CredsEntry, tid: number): void {
+  const s = readStatus(ctx.pid, tid);
   const want: Record<string, string> = {
     Uid: [c.uid.real, c.uid.effective, c.uid.saved, c.uid.fs].join('\t'),
     Gid: [c.gid.real, c.gid.effective, c.gid.saved, c.gid.fs].join('\t'),
@@ -150,6 +158,6 @@ function verify(ctx: RestoreContext, c: CredsEntry): void {
   };
   const wrong = Object.entries(want).filter(([k, v]) => (s[k] ?? '').replace(/\s+/g, ' ') !== v.replace(/\s+/g, ' '));
   if (wrong.length) {
-    throw new Error(`credentials of ${ctx.pid} did not take: ${wrong.map(([k, v]) => `${k} is "${s[k]}", expected "${v}"`).join('; ')}`);
+    throw new Error(`credentials of ${ctx.pid} thread ${tid} did not take: ${wrong.map(([k, v]) => `${k} is "${s[k]}", expected "${v}"`).join('; ')}`);
   }
 }
