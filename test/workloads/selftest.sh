@@ -138,6 +138,63 @@ act_identity_renice() { renice -n 9 -p "$PID" >/dev/null; }
 act_gdb_leak_restart() { gdb_batch -ex 'set $orig_rax = -1'; }
 act_gdb_r12() { gdb_batch -ex 'set $r12 = 0x1234'; }
 
+# ---- process trees and threads (tree, session, zombie, threads) ----------------
+# every descendant of $1 (through /proc/PID/task/TID/children)
+descendants() {
+    local c
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+        echo "$c"
+        descendants "$c"
+    done
+}
+# SIGSTOP every process of the tree, wait until all are stopped, SIGCONT them
+act_tree_stopcont() {
+    local pids
+    pids="$PID $(descendants "$PID")"
+    all_stopped() {
+        local p s
+        for p in $pids; do
+            s=$(proc_state "$p")
+            case "$s" in T|Z|X|"") ;; *) return 1 ;; esac
+        done
+    }
+    kill -STOP $pids 2>/dev/null
+    poll_until 5 all_stopped || { kill -CONT $pids 2>/dev/null; echo "tree did not stop"; return 1; }
+    kill -CONT $pids
+}
+# pid of a role from the root's debug lines: "role N 'name' pid=PID ..."
+role_pid() { grep -o "'$1' pid=[0-9]*" "$DIR/stderr" | head -1 | cut -d= -f2; }
+# SIGKILL the process of role $ROLE
+act_kill_role() {
+    local p; p=$(role_pid "$ROLE")
+    [ -n "$p" ] || { echo "no pid for role '$ROLE'"; return 1; }
+    kill -KILL "$p"
+}
+# 16 bytes that are not the next record, written into node 0.0's stream (in node 0)
+act_tree_inject() {
+    local p fd
+    p=$(role_pid 'node 0')
+    fd=$(grep -o "'node 0.0' pid=.*parent_fd=[0-9]*" "$DIR/stderr" | grep -o 'parent_fd=[0-9]*' | cut -d= -f2)
+    [ -n "$p" ] && [ -n "$fd" ] || { echo "no pid/fd for node 0"; return 1; }
+    printf XXXXXXXXXXXXXXXX >"/proc/$p/fd/$fd"
+}
+# node 0 reopens the shared file on the same fd: its own description, offset 0
+act_gdb_tree_reopen() {
+    local p fd path
+    p=$(role_pid 'node 0')
+    fd=$(grep -o 'shared_fd=[0-9]*' "$DIR/stderr" | cut -d= -f2)
+    path=$(grep -o 'shared_fd=[0-9]* path=[^ ]*' "$DIR/stderr" | sed 's/.* path=//')
+    gdb -q -nx -p "$p" -batch -ex "call (int)dup2((int)open(\"$path\", 2), $fd)" >"$DIR/gdb.log" 2>&1
+}
+act_gdb_reap_zombie() { gdb_batch -ex "call (int)waitpid($(role_pid zombie), 0, 0)"; }
+act_threads_rt2() { kill -s RTMIN+2 "$PID"; }
+# gdb numbers threads in creation order: thread 2 is worker 1, thread 3 worker 2
+act_gdb_thread_rename() { gdb_batch -ex 'thread 3' -ex 'call (int)prctl(15, "hacked", 0, 0, 0)'; }
+act_gdb_rseq_unregister() {
+    gdb_batch -ex 'thread 2' -ex 'call (long)syscall(334, (char *)$fs_base + (long)__rseq_offset, 32, 1, 0x53053053)'
+}
+act_gdb_robust_list() { gdb_batch -ex 'thread 2' -ex 'call (long)syscall(273, 0, 24)'; }
+
 # ---- one case ------------------------------------------------------------------
 # run_case <label> <expect: PASS | FAIL:substring> <action> <bin> [args...]
 #   @DIR@ in args is replaced by the case's temp dir; STDIN_FIFO=1 gives the
@@ -248,6 +305,16 @@ for m in tty iouring inotify perf userfaultfd; do
     run_case "unsupported $m/none" PASS act_none "$W/unsupported" "$m" @DIR@
     run_case "unsupported $m/stopcont" PASS act_stopcont "$W/unsupported" "$m" @DIR@
 done
+for act in none stopcont ptrace tree_stopcont; do
+    run_case "threads/$act" PASS act_$act "$W/threads"
+    run_case "threads 1/$act" PASS act_$act "$W/threads" 1
+    run_case "threads 16/$act" PASS act_$act "$W/threads" 16
+    run_case "tree/$act" PASS act_$act "$W/tree"
+    run_case "tree mixed/$act" PASS act_$act "$W/tree" 2 2 mixed
+    run_case "tree 3x3 mixed/$act" PASS act_$act "$W/tree" 3 3 mixed
+    run_case "session/$act" PASS act_$act "$W/session"
+    run_case "zombie/$act" PASS act_$act "$W/zombie"
+done
 
 echo "== negative: an outside action breaks state, the check must say so =="
 run_case "counter/flip buffer byte" "FAIL:1 MiB buffer" act_counter_flip "$W/counter"
@@ -270,6 +337,20 @@ run_case "reader pipe/-512 leaked by a tracer" "FAIL:ERESTARTSYS" act_gdb_leak_r
 run_case "reader pause/-514 leaked by a tracer" "FAIL:ERESTARTNOHAND" act_gdb_leak_restart "$W/reader" pause
 run_case "cpu/r12 changed by a tracer" "FAIL:register r12" act_gdb_r12 "$W/cpu"
 run_case "cpu/MXCSR changed by a tracer" "FAIL:MXCSR" act_gdb_mxcsr "$W/cpu"
+ROLE='node 0.0' run_case "tree/leaf SIGKILLed" "FAIL:process 'node 0.0' vanished" act_kill_role "$W/tree"
+ROLE='node 0' run_case "tree/inner node SIGKILLed" "FAIL:process 'node 0' vanished" act_kill_role "$W/tree"
+ROLE='node 0.0' run_case "tree mixed/seqpacket leaf SIGKILLed" "FAIL:process 'node 0.0' vanished" act_kill_role "$W/tree" 2 2 mixed
+run_case "tree/record injected into a stream" "FAIL:stream from 'node 0.0'" act_tree_inject "$W/tree"
+run_case "tree/shared file reopened by a tracer" "FAIL:shared file offset is 0" act_gdb_tree_reopen "$W/tree"
+ROLE='pipe 2' run_case "session/pipeline member SIGKILLed" "FAIL:process 'pipe 2' vanished" act_kill_role "$W/session"
+ROLE='orphan' run_case "session/orphan SIGKILLed" "FAIL:process 'orphan' vanished" act_kill_role "$W/session"
+ROLE='leader' run_case "session/session leader SIGKILLed" "FAIL:process 'leader' vanished" act_kill_role "$W/session"
+ROLE='live' run_case "zombie/live child SIGKILLed" "FAIL:process 'live' vanished" act_kill_role "$W/zombie"
+run_case "zombie/zombie reaped by a tracer" "FAIL:the zombie" act_gdb_reap_zombie "$W/zombie"
+run_case "threads/SIGRTMIN+2 sent to the process" "FAIL:ShdPnd" act_threads_rt2 "$W/threads"
+run_case "threads/thread renamed by a tracer" "FAIL:comm is 'hacked'" act_gdb_thread_rename "$W/threads"
+run_case "threads/rseq unregistered by a tracer" "FAIL:rseq registration is lost" act_gdb_rseq_unregister "$W/threads"
+run_case "threads/robust list cleared by a tracer" "FAIL:get_robust_list" act_gdb_robust_list "$W/threads"
 
 echo
 echo "selftest: $NPASS ok, $NFAIL failed, $NSKIP skipped"
