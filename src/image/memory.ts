@@ -35,15 +35,18 @@ export const VmaEntry = defineEntry(
 );
 export type VmaEntry = Entry<typeof VmaEntry>;
 
-/** A shared-memory object (MAP_SHARED|MAP_ANONYMOUS memory or a memfd): its contents travel once, however many mappings and fds refer to it. */
+/** A shared-memory object (MAP_SHARED|MAP_ANONYMOUS memory, a memfd, or an unlinked /dev/shm file): its contents travel once, however many mappings and fds refer to it. */
 export const ShmemEntry = defineEntry(
   'shmem',
   1,
   z.strictObject({
     id: z.number().int().nonnegative(),
-    kind: z.enum(['anon', 'memfd']),
-    /** memfd name without the "memfd:" prefix. */
+    /** 'tmpfs': an unlinked file of /dev/shm still mapped (what sem_open/shm_open leave after an unlink). */
+    kind: z.enum(['anon', 'memfd', 'tmpfs']),
+    /** memfd name without the "memfd:" prefix; for 'tmpfs' the file's former path. */
     name: z.string(),
+    /** 'tmpfs': the file's permission bits. */
+    mode: z.number().int().min(0).max(0o7777).optional(),
     size: z.number().int().nonnegative(),
     /** Identity on the source (dev:inode), to match fds and mappings of one object. */
     key: z.string(),

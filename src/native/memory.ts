@@ -145,6 +145,16 @@ export function readMappedObject(pid: number, start: number, end: number): Buffe
   }
 }
 
+/** The permission bits of the file behind a mapping (through /proc/PID/map_files, which also reaches unlinked files). */
+export function mappedObjectMode(pid: number, start: number, end: number): number {
+  const link = `/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`;
+  try {
+    return fs.statSync(link).mode & 0o7777;
+  } catch (e) {
+    throw asNative(e, `stat(${link})`);
+  }
+}
+
 /** Page categories of the PAGEMAP_SCAN ioctl (include/uapi/linux/fs.h). */
 export const PAGE_IS = {
   WPALLOWED: 1 << 0,

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { readMaps, readVmFlags, readStat, readProcFile, readLink, type MapsEntry } from '../native/proc.js';
-import { pagemapScan, readRanges, readMappedObject, ProcMem, PAGE_IS, type PageRegion } from '../native/memory.js';
+import { pagemapScan, readRanges, readMappedObject, mappedObjectMode, ProcMem, PAGE_IS, type PageRegion } from '../native/memory.js';
 import { Sys } from '../native/syscalls.js';
 import { VmaEntry, ShmemEntry, MmEntry, VMA_FLAGS } from '../image/memory.js';
 import { identifyFile } from '../image/file-identity.js';
@@ -28,8 +28,9 @@ const VMFLAG_CODES: Record<string, (typeof VMA_FLAGS)[number]> = {
 
 type MappingClass = 'anon' | 'file' | 'shmem' | 'kernel' | 'vsyscall';
 
+/** Shared tmpfs objects that exist only as long as something holds them: their contents travel. */
 function isShmem(m: MapsEntry): boolean {
-  return m.shared && m.deleted && (m.path === '/dev/zero' || m.path.startsWith('/memfd:'));
+  return m.shared && m.deleted && (m.path === '/dev/zero' || m.path.startsWith('/memfd:') || m.path.startsWith('/dev/shm/'));
 }
 
 /** How a mapping is dumped, or why it cannot be. */
@@ -218,9 +219,11 @@ async function dumpShmem(ctx: DumpContext, m: MapsEntry, stager: PageStager): Pr
   contents.copy(padded);
   const segments = await storeSegments(pages ? [{ first: 0, pages }] : [], (first, n) => stager.storeLocal(padded.subarray(first * PAGE_SIZE, (first + n) * PAGE_SIZE)));
   const memfd = m.path.startsWith('/memfd:');
-  ctx.image.addEntry(
-    ShmemEntry.make({ id, kind: memfd ? 'memfd' : 'anon', name: memfd ? m.path.slice('/memfd:'.length) : '', size: contents.length, key, segments }),
-  );
+  const tmpfs = m.path.startsWith('/dev/shm/');
+  const kind = memfd ? 'memfd' : tmpfs ? 'tmpfs' : 'anon';
+  const name = memfd ? m.path.slice('/memfd:'.length) : tmpfs ? m.path : '';
+  const mode = tmpfs ? mappedObjectMode(ctx.pid, m.start, m.end) : undefined;
+  ctx.image.addEntry(ShmemEntry.make({ id, kind, name, ...(mode !== undefined ? { mode } : {}), size: contents.length, key, segments }));
   return id;
 }
 

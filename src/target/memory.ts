@@ -1,7 +1,7 @@
 import { Sys } from '../native/syscalls.js';
 import { readMaps } from '../native/proc.js';
 import { writeRanges, ProcMem } from '../native/memory.js';
-import { NativeError } from '../native/errors.js';
+import { NativeError, isNativeError } from '../native/errors.js';
 import { Errno } from '../native/errno.js';
 import { VmaEntry, ShmemEntry, MmEntry } from '../image/memory.js';
 import { unpackPageRuns } from '../image/pages.js';
@@ -20,6 +20,10 @@ const MREMAP_MAYMOVE = 1;
 const MREMAP_FIXED = 2;
 const O_RDONLY = 0;
 const O_RDWR = 2;
+const O_CREAT = 0o100;
+const O_EXCL = 0o200;
+/** O_TMPFILE includes O_DIRECTORY, as the kernel wants it. */
+const O_TMPFILE = 0o20200000;
 /** Pages per injected pwrite: the injection scratch is 1 MiB. */
 const PWRITE_PAGES = 128;
 const MADVISE: Record<string, number> = { dontfork: 10, dontdump: 16, wipeonfork: 18, hugepage: 14, nohugepage: 15 };
@@ -90,7 +94,26 @@ function prepareAddressSpace(ctx: RestoreContext, parking: number): void {
 }
 
 /**
- * The husk fd of a memfd of the image: created here (memfd_create, and its
+ * An unlinked /dev/shm file, made under its old name and unlinked at once so
+ * /proc/PID/maps shows the same "(deleted)" path; O_TMPFILE when that name
+ * is taken here.
+ */
+function createUnlinked(ctx: RestoreContext, path: string, mode: number): number {
+  const inj = ctx.injector;
+  try {
+    const fd = openInHusk(ctx, path, O_RDWR | O_CREAT | O_EXCL, mode);
+    inj.reset();
+    inj.call(`unlink(${path})`, Sys.unlink, inj.put(Buffer.from(path + '\0')));
+    inj.reset();
+    return fd;
+  } catch (e) {
+    if (!isNativeError(e, 'EEXIST')) throw e;
+    return openInHusk(ctx, path.slice(0, path.lastIndexOf('/')) || '/', O_RDWR | O_TMPFILE, mode);
+  }
+}
+
+/**
+ * The husk fd of a memfd or unlinked /dev/shm file of the image: created here (memfd_create, and its
  * whole contents written with pwrite, not only what some mapping shows) by
  * the first process that needs it, fetched from that process by the others.
  */
@@ -105,12 +128,17 @@ export async function shmemFd(ctx: RestoreContext, id: number): Promise<number> 
   }
   const s = ctx.image.entriesOf(ShmemEntry).find((e) => e.id === id);
   if (!s) throw new Error(`the image lacks shmem ${id}`);
-  if (s.kind !== 'memfd') throw new Error(`shmem ${id} is shared anonymous memory, which only a mapping creates`);
+  if (s.kind === 'anon') throw new Error(`shmem ${id} is shared anonymous memory, which only a mapping creates`);
   const inj = ctx.injector;
-  inj.reset();
-  const name = inj.put(Buffer.from(s.name + '\0'));
-  const fd = inj.call(`memfd_create(${s.name})`, Sys.memfd_create, name, 0);
-  inj.reset();
+  let fd: number;
+  if (s.kind === 'tmpfs') {
+    fd = createUnlinked(ctx, s.name, s.mode ?? 0o600);
+  } else {
+    inj.reset();
+    const name = inj.put(Buffer.from(s.name + '\0'));
+    fd = inj.call(`memfd_create(${s.name})`, Sys.memfd_create, name, 0);
+    inj.reset();
+  }
   inj.call('ftruncate', Sys.ftruncate, fd, s.size);
   for (const seg of s.segments) {
     let page = seg.page;

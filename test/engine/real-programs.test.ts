@@ -53,6 +53,51 @@ ok = all(b > a for a, b in zip(before, after))
 with open("log", "a") as f: f.write(f"final {n} {'PASS' if ok else f'FAIL threads stopped counting: {before} -> {after}'}\\n")
 `;
 
+/** A bash pipeline of three processes: every tenth number reaches the log, so the log climbs by 10. */
+const PIPELINE = 'i=0; while [ ! -e stop ]; do i=$((i+1)); echo $i; done | grep --line-buffered "0$" | while read n; do echo $n >> log; done; echo "final done" >> log';
+
+/** Python multiprocessing: two workers feed a queue (pipes, /dev/shm semaphores); the parent checks every sequence. */
+const PYTHON_MP = `
+import multiprocessing as mp, os, time
+def work(q, i):
+    n = 0
+    while True:
+        n += 1
+        q.put((i, n))
+        time.sleep(0.002)
+if __name__ == "__main__":
+    q = mp.Queue()
+    ps = [mp.Process(target=work, args=(q, i), daemon=True) for i in range(2)]
+    for p in ps: p.start()
+    last, gaps, got = {}, [], 0
+    while not os.path.exists("stop"):
+        i, n = q.get()
+        if i in last and n != last[i] + 1: gaps.append((i, last[i], n))
+        last[i] = n
+        got += 1
+        if got % 40 == 0:
+            with open("log", "a") as f: f.write(f"{got}\\n")
+    with open("log", "a") as f: f.write(f"final {got} {'PASS' if not gaps and len(last) == 2 else f'FAIL gaps {gaps[:3]} workers {sorted(last)}'}\\n")
+`;
+
+/** Node.js (a multi-threaded runtime: libuv and V8 threads) keeping its state in a Map. */
+const NODE = `
+const fs = require('fs');
+const state = new Map();
+let n = 0;
+const timer = setInterval(() => {
+  n++;
+  state.set(n, n * 7);
+  if (n % 20 === 0) fs.appendFileSync('log', n + '\\n');
+  if (fs.existsSync('stop')) {
+    clearInterval(timer);
+    let ok = state.size === n;
+    for (let i = 1; i <= n; i++) if (state.get(i) !== i * 7) ok = false;
+    fs.appendFileSync('log', 'final ' + n + (ok ? ' PASS' : ' FAIL state lost') + '\\n');
+  }
+}, 2);
+`;
+
 describe('real programs checkpointed and restored mid-loop', function () {
   let tracer: Tracer;
   let dir: string;
@@ -79,12 +124,12 @@ describe('real programs checkpointed and restored mid-loop', function () {
 
   const logLines = () => (fs.existsSync(path.join(dir, 'log')) ? fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n') : []);
 
-  async function run(program: string, argv: string[], beforeCheckpoint?: (pid: number) => void, afterRestore?: (pid: number) => void): Promise<string[]> {
+  async function run(program: string, argv: string[], beforeCheckpoint?: (pid: number) => void, afterRestore?: (pid: number) => void, tree = false): Promise<string[]> {
     pid = await tracer.call<number>('spawn', program, { argv, cwd: dir, stdout: { path: path.join(dir, 'out') }, stderr: { path: path.join(dir, 'err') } });
     await waitFor('the program to log twice', () => logLines().length >= 2);
     beforeCheckpoint?.(pid);
     const image = imageDir();
-    await checkpoint(tracer, pid, image);
+    await checkpoint(tracer, pid, image, { tree });
     const atCheckpoint = logLines().length;
     const r = await restore(tracer, image);
     assert.equal(r.pid, pid);
@@ -114,6 +159,21 @@ describe('real programs checkpointed and restored mid-loop', function () {
       tids = tidsOf(p);
       assert.equal(tids.length, 4, 'a main thread and three workers');
     }, (p) => assert.deepEqual(tidsOf(p), tids, 'every thread is back with its tid'));
+    assert.match(lines.at(-1)!, /^final \d+ PASS$/);
+  });
+
+  it('a bash pipeline of three processes keeps streaming through its pipes', async () => {
+    const lines = await run('/bin/bash', ['bash', '-c', PIPELINE], undefined, undefined, true);
+    assert.equal(lines.at(-1), 'final done');
+  });
+
+  it('python3 multiprocessing workers keep feeding their queue without a gap', async () => {
+    const lines = await run('/usr/bin/python3', ['python3', '-c', PYTHON_MP], undefined, undefined, true);
+    assert.match(lines.at(-1)!, /^final \d+ PASS$/);
+  });
+
+  it('node keeps its event loop, timers and heap', async () => {
+    const lines = await run('/usr/bin/node', ['node', '-e', NODE]);
     assert.match(lines.at(-1)!, /^final \d+ PASS$/);
   });
 
