@@ -95,7 +95,7 @@ const PRIVATE_MOUNTS = ['proc', 'sys', 'dev', 'tmp'];
  * mount namespace: the host's root (every mount of it, read-only) or the
  * given rootfs (writable), then its own /proc, /sys, /dev and /tmp.
  */
-function buildRoot(inj: Injector, req: InitRequest): void {
+export function buildRoot(inj: Injector, req: Pick<InitRequest, 'mountPoint' | 'rootfs'>): void {
   const root = req.mountPoint;
   const at = (p: string): string => `${root}/${p}`;
   // Mount events must not travel back to the host through shared peer groups.

@@ -22,7 +22,8 @@ import {
 } from '../native/cgroup.js';
 import { killAndReap } from '../native/husk.js';
 import { tryLockFile } from '../native/lock.js';
-import { readStatus } from '../native/proc.js';
+import { readStat, readStatus } from '../native/proc.js';
+import { namespaceIds } from '../native/namespaces.js';
 import { close, pidfdOpen, pidfdSendSignal } from '../native/process.js';
 import type { Tracer } from '../native/tracer.js';
 import { ContainerError } from './errors.js';
@@ -84,9 +85,14 @@ export async function runContainer(spec: ContainerSpec, tracer: Tracer): Promise
   }
 }
 
+/** Puts a container's limits on its cgroup. */
+export function applyLimits(cgroup: Cgroup, limits: { memoryBytes: number | null; cpus: number | null }): void {
+  if (limits.memoryBytes !== null) setMemoryLimit(cgroup, limits.memoryBytes);
+  if (limits.cpus !== null) setCpuLimit(cgroup, limits.cpus);
+}
+
 async function start(spec: ContainerSpec, cgroup: Cgroup, tracer: Tracer): Promise<ContainerState> {
-  if (spec.memoryBytes !== null) setMemoryLimit(cgroup, spec.memoryBytes);
-  if (spec.cpus !== null) setCpuLimit(cgroup, spec.cpus);
+  applyLimits(cgroup, { memoryBytes: spec.memoryBytes, cpus: spec.cpus });
   if (spec.rootfs !== null) for (const d of ROOTFS_MOUNT_POINTS) fs.mkdirSync(path.join(spec.rootfs, d), { recursive: true });
   // Each run starts a new log.
   fs.writeFileSync(logPath(spec.name), '', { mode: 0o640 });
@@ -143,7 +149,7 @@ async function start(spec: ContainerSpec, cgroup: Cgroup, tracer: Tracer): Promi
  * that ended without `migrate stop` (or by a run that died) is removed
  * first; one with tasks is somebody's, and the name is refused.
  */
-function freshCgroup(name: string): Cgroup {
+export function freshCgroup(name: string): Cgroup {
   const relPath = `${cgroupParent()}/${name}`;
   const stale = cgroupAt(relPath, CONTROLLERS);
   if (cgroupExists(stale)) {
@@ -286,4 +292,48 @@ export function listContainers(): ContainerSummary[] {
 export function containerLogPath(name: string): string {
   requireState(name);
   return logPath(name);
+}
+
+/** A checkpoint that ended the container: its cgroup goes and its record says so; its log stays for the restored copy. */
+export function recordCheckpointed(state: ContainerState): void {
+  removeCgroup(state.cgroup);
+  writeState({ ...state, status: 'exited', stopped: new Date().toISOString() });
+}
+
+/** What a restore knows about the container it brought back. */
+export interface RestoredContainer {
+  name: string;
+  cgroup: Cgroup;
+  hostname: string;
+  command: string[];
+  executable: string;
+  cwd: string;
+  env: Record<string, string>;
+  limits: { memoryBytes: number | null; cpus: number | null };
+}
+
+/** Records a restored container like a started one, so ps, stop and logs know it. */
+export function recordRestored(c: RestoredContainer, pid: number): ContainerState {
+  fs.mkdirSync(containerDir(c.name), { recursive: true });
+  const state: ContainerState = {
+    version: STATE_VERSION,
+    name: c.name,
+    pid,
+    pidInside: 1,
+    startTime: Number(readStat(pid).fields[22]),
+    namespaces: namespaceIds(pid),
+    cgroup: c.cgroup,
+    created: new Date().toISOString(),
+    command: c.command,
+    executable: c.executable,
+    hostname: c.hostname,
+    cwd: c.cwd,
+    env: c.env,
+    rootfs: null,
+    limits: c.limits,
+    status: 'running',
+    stopped: null,
+  };
+  writeState(state);
+  return state;
 }

@@ -9,3 +9,5 @@ import './signals.js';
 import './files.js';
 import './creds.js';
 import './timers.js';
+import './unix.js';
+import './container.js';

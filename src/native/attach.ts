@@ -101,3 +101,30 @@ export function stopThreadGroup(pid: number, opts: AttachOptions = {}): number[]
   if (!stopped.has(pid)) throw new NativeError(`stop ${pid}`, Errno.ESRCH, 'the process ended while it was being stopped');
   return [pid, ...[...stopped].filter((t) => t !== pid).sort((a, b) => a - b)];
 }
+
+/**
+ * Seizes and interrupts tasks without waiting for them to stop: for a
+ * frozen cgroup, whose tasks trap only once it is thawed. Every task is
+ * seized while nothing in the group can run, so none can fork or start a
+ * thread unseen; waitForTrapStop collects the stops after the thaw.
+ */
+export function seizeAndInterrupt(tids: number[], options = 0): number[] {
+  const seized: number[] = [];
+  try {
+    for (const tid of tids) {
+      ptrace.seize(tid, options);
+      seized.push(tid);
+      ptrace.interrupt(tid);
+    }
+  } catch (e) {
+    for (const tid of seized) {
+      try {
+        ptrace.detach(tid);
+      } catch {
+        // not stopped yet, or gone: the seize ends with the tracer
+      }
+    }
+    throw e;
+  }
+  return seized;
+}

@@ -116,14 +116,17 @@ export class Husk {
     ca.writeBigUInt64LE(BigInt(tidAddr), 64);
     ca.writeBigUInt64LE(BigInt(setTid.length), 72);
     const caAddr = inj.put(ca);
-    let child: number;
+    const eventsBefore = inj.children.length;
+    let returned: number;
     try {
-      child = inj.call(`clone3(set_tid=[${setTid.join(',')}])`, Sys.clone3, caAddr, CLONE_ARGS_SIZE);
+      returned = inj.call(`clone3(set_tid=[${setTid.join(',')}])`, Sys.clone3, caAddr, CLONE_ARGS_SIZE);
     } finally {
       inj.reset();
     }
-    if (setTid.length && child !== setTid[0]) {
-      throw new NativeError('clone3', Errno.EINVAL, `asked for pid ${setTid[0]}, got ${child}`);
+    // clone3 returns the pid the husk sees (inside a container, the inner one); the fork event carries ours.
+    const child = inj.children.length > eventsBefore ? inj.children[inj.children.length - 1]!.pid : returned;
+    if (setTid.length && returned !== setTid[0] && child !== setTid[setTid.length - 1]) {
+      throw new NativeError('clone3', Errno.EINVAL, `asked for pid ${setTid.join('/')}, got ${returned}`);
     }
     waitForTrapStop(child, 10_000);
     const childInjector = new Injector(child, inj.gadget);

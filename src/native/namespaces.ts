@@ -3,6 +3,8 @@
  * /proc shows them, and the setup calls that only a task inside a new
  * namespace can make (run through its Injector).
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { cString } from './libc.js';
 import { Sys } from './syscalls.js';
 import { readLink } from './proc.js';
@@ -79,4 +81,84 @@ export function bringUpLoopbackIn(inj: Injector): void {
   } finally {
     inj.reset();
   }
+}
+
+/** A path as the process sees it, reachable from the host through /proc/PID/root. */
+export function pathInRoot(pid: number, p: string): string {
+  return `/proc/${pid}/root${p.startsWith('/') ? p : `/${p}`}`;
+}
+
+/** The System V IPC objects of a process's IPC namespace (through its own /proc), by kind. */
+export function sysvIpcObjects(pid: number): Record<'shm' | 'sem' | 'msg', number> {
+  const count = (kind: string): number => {
+    try {
+      return fs.readFileSync(pathInRoot(pid, `/proc/sysvipc/${kind}`), 'utf8').trim().split('\n').length - 1;
+    } catch {
+      return 0;
+    }
+  };
+  return { shm: count('shm'), sem: count('sem'), msg: count('msg') };
+}
+
+/** The network interfaces of a process's network namespace. */
+export function netInterfaces(pid: number): string[] {
+  return fs
+    .readFileSync(`/proc/${pid}/net/dev`, 'utf8')
+    .split('\n')
+    .slice(2)
+    .map((l: string) => l.split(':')[0]!.trim())
+    .filter(Boolean);
+}
+
+/** POSIX message queues of a process's IPC namespace (its /dev/mqueue). */
+export function mqueueNames(pid: number): string[] {
+  try {
+    return fs.readdirSync(pathInRoot(pid, '/dev/mqueue'));
+  } catch {
+    return [];
+  }
+}
+
+/** One entry of a directory tree inside a process's root. */
+export interface TreeNode {
+  /** Relative to the directory listed; parents come before children. */
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  target?: string;
+}
+
+/** Every file, directory and symlink below `dir` as the process sees it, without following symlinks. */
+export function listTreeIn(pid: number, dir: string): TreeNode[] {
+  const root = pathInRoot(pid, dir);
+  const out: TreeNode[] = [];
+  const walk = (rel: string): void => {
+    for (const name of fs.readdirSync(path.join(root, rel)).sort()) {
+      const relPath = rel ? `${rel}/${name}` : name;
+      const full = path.join(root, relPath);
+      const st = fs.lstatSync(full);
+      const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
+      out.push({ path: relPath, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: st.size, ...(type === 'symlink' ? { target: fs.readlinkSync(full) } : {}) });
+      if (type === 'dir') walk(relPath);
+    }
+  };
+  walk('');
+  return out;
+}
+
+export function readFileIn(pid: number, file: string): Buffer {
+  return fs.readFileSync(pathInRoot(pid, file));
+}
+
+/** Recreates a tree below `dir` inside a process's root (from the host, through /proc/PID/root). */
+export function writeTreeNodeIn(pid: number, dir: string, node: TreeNode, contents?: Buffer): void {
+  const full = pathInRoot(pid, `${dir}/${node.path}`);
+  if (node.type === 'dir') fs.mkdirSync(full, { mode: node.mode });
+  else if (node.type === 'symlink') fs.symlinkSync(node.target!, full);
+  else fs.writeFileSync(full, contents ?? Buffer.alloc(0), { mode: node.mode });
+  fs.lchownSync(full, node.uid, node.gid);
+  if (node.type !== 'symlink') fs.chmodSync(full, node.mode);
 }

@@ -136,3 +136,14 @@ export function readChildren(pid: number): number[] {
 export function isZombie(pid: number): boolean {
   return readStat(pid).fields[3] === 'Z';
 }
+
+/**
+ * A task's pid in each pid namespace it belongs to, from ours inwards
+ * (/proc/PID/status NSpid): [host pid] for a task in our namespace,
+ * [host pid, pid inside] for one in a container.
+ */
+export function nsPids(pid: number, tid?: number): number[] {
+  const line = readStatus(pid, tid).NSpid;
+  if (!line) return [tid ?? pid];
+  return line.split(/\s+/).map(Number);
+}

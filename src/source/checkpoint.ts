@@ -1,9 +1,12 @@
 import path from 'node:path';
-import { stopThreadGroup, detach } from '../native/attach.js';
+import { stopThreadGroup, seizeAndInterrupt, waitForTrapStop, detach } from '../native/attach.js';
+import { freeze, thaw } from '../native/cgroup.js';
+import type { ContainerState } from '../container/state.js';
+import * as container from './container.js';
 import { Injector } from '../native/inject.js';
 import { kill } from '../native/process.js';
 import { waitpid, WAIT } from '../native/wait.js';
-import { processExists, readStatus, readStat, readChildren, isZombie } from '../native/proc.js';
+import { processExists, readStatus, readStat, readChildren, isZombie, listThreads } from '../native/proc.js';
 import { PTRACE_O } from '../native/ptrace.js';
 import { NativeError } from '../native/errors.js';
 import { Errno } from '../native/errno.js';
@@ -45,6 +48,8 @@ export interface CheckpointOptions {
   leaveRunning?: boolean;
   /** Take the process and all its descendants, as one image. */
   tree?: boolean;
+  /** The container whose init `pid` is: its whole tree is taken, frozen through its cgroup. */
+  container?: ContainerState;
 }
 
 export interface CheckpointSummary {
@@ -119,7 +124,9 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
     phases.push({ phase, ms: now - mark });
     mark = now;
   };
+  if (opts.container) opts = { ...opts, tree: true };
   const refusals = inspectProcess(pid, opts);
+  if (opts.container) container.inspect(opts.container, refusals);
   if (refusals.length) throw new CheckpointRefused(refusals);
   let pids = collectProcesses(pid, !!opts.tree);
   lap('inspect');
@@ -130,6 +137,36 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
   const stopped: Stopped[] = [];
   const zombies: number[] = [];
   try {
+    const stopThreads = (p: number, tids: number[]) => {
+      const leader = new Injector(p);
+      const threads = [{ tid: p, injector: leader }];
+      for (const tid of tids.filter((t) => t !== p)) {
+        const inj = new Injector(tid, leader.gadget);
+        inj.shareScratchOf(leader);
+        threads.push({ tid, injector: inj });
+      }
+      stopped.push({ pid: p, threads });
+    };
+    if (opts.container) {
+      // The cgroup freezer stops every task at once; seized while frozen, they trap as soon as it thaws.
+      const cgroup = opts.container.cgroup;
+      freeze(cgroup);
+      frozenAt = performance.now();
+      const tasks = new Map<number, number[]>();
+      try {
+        pids = collectProcesses(pid, true);
+        for (const p of pids) {
+          if (p !== pid && isZombie(p)) zombies.push(p);
+          else tasks.set(p, seizeAndInterrupt(listThreads(p)));
+        }
+      } finally {
+        thaw(cgroup);
+      }
+      for (const [p, tids] of tasks) {
+        for (const tid of tids) waitForTrapStop(tid, 10_000);
+        stopThreads(p, tids);
+      }
+    }
     // Children born while the tree is being stopped are traced from birth (TRACEFORK), so none slips out.
     const options = opts.tree ? PTRACE_O.TRACEFORK | PTRACE_O.TRACEVFORK | PTRACE_O.TRACECLONE : 0;
     for (;;) {
@@ -141,14 +178,7 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
         }
         const tids = stopThreadGroup(p, { options });
         if (!frozenAt) frozenAt = performance.now();
-        const leader = new Injector(p);
-        const threads = [{ tid: p, injector: leader }];
-        for (const tid of tids.slice(1)) {
-          const inj = new Injector(tid, leader.gadget);
-          inj.shareScratchOf(leader);
-          threads.push({ tid, injector: inj });
-        }
-        stopped.push({ pid: p, threads });
+        stopThreads(p, tids);
       }
       const now = collectProcesses(pid, !!opts.tree);
       const born = now.filter((p) => !pids.includes(p));
@@ -169,6 +199,11 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
       }
     }
     for (const z of zombies) dumpZombie(image, z);
+    if (opts.container) {
+      container.dump(image, opts.container, pids);
+      await container.dumpTmp(image, pid, stats);
+      lap('dump container');
+    }
     for (const s of stopped) endInjection(s.threads);
     const allTids = stopped.flatMap((s) => s.threads.map((t) => t.tid));
     let frozenMs = 0;
@@ -179,7 +214,7 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
       frozenMs = performance.now() - frozenAt;
       lap('release');
     }
-    const manifest = await image.finish({ pid, pids, kind: opts.tree ? 'tree' : 'process' });
+    const manifest = await image.finish({ pid, pids, kind: opts.container ? 'container' : opts.tree ? 'tree' : 'process', ...(opts.container ? { container: opts.container.name } : {}) });
     lap('write image');
     if (!opts.leaveRunning) {
       // Only once the image is safely on disk may the originals go.

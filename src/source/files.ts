@@ -25,6 +25,7 @@ import { PAGE_SIZE } from '../image/constants.js';
 import { hex } from '../image/fields.js';
 import { CheckpointRefused, type Refusal } from './refusal.js';
 import type { DumpContext } from './context.js';
+import { classifySocket, checkSockets, dumpSocket } from './unix.js';
 
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
@@ -74,7 +75,9 @@ type Supported =
   | { kind: 'memfd'; name: string; stat: NodeStat }
   /** An anonymous pipe (`key` is its link, pipe:[ino]) or a FIFO (`path`). */
   | { kind: 'pipe'; key: string; path?: string; stat?: NodeStat }
-  | { kind: 'eventfd' | 'epoll' | 'signalfd' | 'timerfd' };
+  | { kind: 'eventfd' | 'epoll' | 'signalfd' | 'timerfd' }
+  /** A UNIX socket: the unix module dumps it. */
+  | { kind: 'socket' };
 
 interface OpenFd {
   fd: number;
@@ -103,7 +106,7 @@ function classify(pid: number, o: OpenFd): Supported | { refuse: string } {
   const { link, info } = o;
   if (info.flags & FASYNC) return { refuse: `${link} is in signal-driven I/O mode (O_ASYNC), whose owner and signal do not travel` };
   if (info.locks.length) return { refuse: `${link} holds a file lock or lease (${info.locks[0]}), which does not travel` };
-  if (link.startsWith('socket:')) return { refuse: `a socket (${link}); sockets are not supported yet` };
+  if (link.startsWith('socket:')) return classifySocket(pid, o.fd, link);
   if (link.startsWith('pipe:')) {
     if (info.flags & O_DIRECT) return { refuse: `a packet-mode (O_DIRECT) pipe (${link}), whose message boundaries do not travel` };
     return { kind: 'pipe', key: link };
@@ -299,6 +302,7 @@ function analyze(pid: number, refusals: Refusal[], scope: Set<number>): Descript
   checkSharedObjects(pid, descriptions, refusals, scope);
   checkEpolls(pid, descriptions, new Set(all.map((o) => o.fd)), new Set(open.map((x) => x.o.fd)), refusals);
   checkMemfds(pid, descriptions, refusals);
+  checkSockets(pid, descriptions.filter((d) => d.what.kind === 'socket').map((d) => d.fds[0]!), refusals);
   return descriptions;
 }
 
@@ -381,6 +385,11 @@ export async function dump(ctx: DumpContext): Promise<void> {
       }
       const id = ctx.fileIds.length;
       ctx.fileIds.push({ id, pid, fd: o.fd, link: o.link });
+      if (d.what.kind === 'socket') {
+        await dumpSocket(ctx, id, o.fd, o.link, o.info.flags & ~O_CLOEXEC);
+        for (const f of d.fds) ctx.image.addEntry(FdEntry.make({ pid, fd: f.fd, file: id, cloexec: (f.info.flags & O_CLOEXEC) !== 0 }));
+        continue;
+      }
       const base = { id, kind: d.what.kind, flags: o.info.flags & ~O_CLOEXEC, pos: o.info.pos };
       const w = d.what;
       if (w.kind === 'path') {

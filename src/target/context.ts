@@ -46,13 +46,20 @@ export interface RestoreContext {
   /** The lowest fd number that no restored fd uses: parked fds live from here up. */
   fdFloor: number;
   shared: SharedObjects;
+  /**
+   * A pid as the restored processes see it: the same outside a container;
+   * inside one, the pid in its namespace. Injected syscalls that name a
+   * process (pidfd_open, setpgid, rt_sigqueueinfo, ...) need this; Ferry's
+   * own calls (ptrace, /proc) use host pids.
+   */
+  vpid: (hostPid: number) => number;
 }
 
 /** Brings another restored process's fd into this husk (the same kernel object) and parks it. */
 export function fetchFd(ctx: RestoreContext, home: Home): number {
   if (home.pid === ctx.pid) return home.fd;
   const inj = ctx.injector;
-  const pidfd = inj.call(`pidfd_open(${home.pid})`, Sys.pidfd_open, home.pid, 0);
+  const pidfd = inj.call(`pidfd_open(${home.pid})`, Sys.pidfd_open, ctx.vpid(home.pid), 0);
   try {
     return parkFd(ctx, inj.call(`pidfd_getfd(${home.pid}, ${home.fd})`, Sys.pidfd_getfd, pidfd, home.fd, 0));
   } finally {

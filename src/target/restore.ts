@@ -8,11 +8,16 @@ import { ImageReader, hostFacts } from '../image/format.js';
 import '../image/all.js';
 import { newSharedObjects, type RestoreContext } from './context.js';
 import { treeOrder, buildTree, joinGroups, finishZombies, type TreeMember } from './tree.js';
+import * as container from './container.js';
+import { containerOf, pidMap } from './container.js';
+import { addProcess, removeCgroup, type Cgroup } from '../native/cgroup.js';
+import type { RestoredContainer } from '../container/runtime.js';
 import * as memory from './memory.js';
 import * as proc from './process.js';
 import * as thread from './thread.js';
 import * as signals from './signals.js';
 import * as files from './files.js';
+import * as unix from './unix.js';
 import * as creds from './creds.js';
 import * as timers from './timers.js';
 
@@ -34,6 +39,8 @@ export interface RestoreSummary {
   dir: string;
   /** From the first husk to the processes running. */
   restoreMs: number;
+  /** For a container: what ps, stop and logs need to know of it, and the cgroup it now runs in. */
+  container?: RestoredContainer;
 }
 
 /** Candidate husk bases: the husk, its scratch and the vdso parking area need 4 MiB that no process of the image uses. */
@@ -78,8 +85,11 @@ function preflight(image: ImageReader, order: TreeMember[]): void {
   if (there.kernel !== here.kernel || there.kernelBuild !== here.kernelBuild) {
     problems.push(`the image was taken on kernel ${there.kernel} (${there.kernelBuild}); this host runs ${here.kernel} (${here.kernelBuild}), and a process needs the exact kernel build its vdso came from`);
   }
+  const box = containerOf(image);
+  if (box) container.preflight(box, problems);
   memory.preflight({ image }, problems);
   files.preflight({ image }, problems);
+  unix.preflight({ image }, problems);
   creds.preflight({ image }, problems);
   if (problems.length) throw new RestoreRefused(problems);
 }
@@ -99,20 +109,30 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
 
     const started = performance.now();
     const base = chooseHuskBase(memory.occupiedRanges({ image }));
-    const first = Husk.spawn(base, 10_000, base + SCRATCH_OFFSET);
+    const box = containerOf(image);
+    const vpid = box ? pidMap(box) : (pid: number) => pid;
+    const cgroup = box ? container.prepareCgroup(box) : null;
     let husks = new Map<number, Husk>();
+    let first: Husk | null = null;
     try {
-      husks = buildTree(first, order);
-      joinGroups(husks, order);
+      first = Husk.spawn(base, 10_000, base + SCRATCH_OFFSET);
+      // Born in the container's cgroup, so nothing restored ever runs outside it.
+      if (cgroup) addProcess(cgroup, first.pid);
+      husks = buildTree(first, order, { vpid, rootFlags: box ? container.CONTAINER_CLONE_FLAGS : 0 });
+      const init = husks.get(order[0]!.entry.pid)!;
+      if (box) container.setupNamespaces(init.injector, box);
+      joinGroups(husks, order, vpid);
       const shared = newSharedObjects();
       const floor = fdFloor(image);
       const live = order.filter((m): m is Extract<TreeMember, { kind: 'live' }> => m.kind === 'live');
       const contexts: RestoreContext[] = live.map(({ entry }) => {
         const husk = husks.get(entry.pid)!;
-        return { pid: entry.pid, image, husk, injector: husk.injector, threads: [{ tid: entry.pid, injector: husk.injector }], shmemFds: new Map(), parkedFds: new Set(), fdFloor: floor, shared };
+        return { pid: entry.pid, image, husk, injector: husk.injector, threads: [{ tid: entry.pid, injector: husk.injector }], shmemFds: new Map(), parkedFds: new Set(), fdFloor: floor, shared, vpid };
       });
       for (const ctx of contexts) thread.createThreads(ctx, proc.processOf(ctx).threads);
-      for (const ctx of contexts) await restoreOne(ctx, base);
+      for (const ctx of contexts) await restoreContents(ctx, base);
+      if (box) await container.enterRoot(init.injector, init.pid, box, image);
+      for (const ctx of contexts) restoreIdentity(ctx);
       finishZombies(husks, order);
       // Now that no process needs another's objects any more, each drops what it only held for the others.
       for (const ctx of contexts) for (const fd of [...ctx.parkedFds]) ctx.injector.call('close(parked)', Sys.close, fd);
@@ -122,10 +142,19 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
         thread.restoreCpu(ctx);
       }
       for (const ctx of contexts) for (const t of ctx.threads) detach(t.tid);
-      return { pid: order[0]!.entry.pid, pids: order.map((m) => m.entry.pid), dir, restoreMs: performance.now() - started };
+      return {
+        pid: order[0]!.entry.pid,
+        pids: order.map((m) => m.entry.pid),
+        dir,
+        restoreMs: performance.now() - started,
+        ...(box && cgroup
+          ? { container: { name: box.name, cgroup, hostname: box.hostname, command: box.command, executable: box.executable, cwd: box.cwd, env: box.env, limits: box.limits } }
+          : {}),
+      };
     } catch (e) {
-      first.kill();
+      first?.kill();
       husks.get(order[0]!.entry.pid)?.kill();
+      if (cgroup) removeCgroupQuietly(cgroup);
       throw e;
     }
   } finally {
@@ -133,12 +162,30 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
   }
 }
 
-/** One process's own state, up to (not including) its registers. */
-async function restoreOne(ctx: RestoreContext, base: number): Promise<void> {
+function removeCgroupQuietly(cgroup: Cgroup): void {
+  try {
+    removeCgroup(cgroup);
+  } catch {
+    // still emptying: the next run of this container removes a stale group
+  }
+}
+
+/**
+ * What a process holds: memory, signals, timers, fds. Paths still resolve
+ * as on the host, where the image took them (a container's root is entered
+ * only after this, for every process).
+ */
+async function restoreContents(ctx: RestoreContext, base: number): Promise<void> {
   await memory.restore(ctx, base + PARKING_OFFSET);
   signals.restore(ctx);
   timers.restore(ctx);
+  // Sockets first: the fd table places the sockets the unix module made.
+  await unix.restore(ctx);
   await files.restore(ctx);
+}
+
+/** Who the process is: directories, mm fields, per-thread state, limits, and credentials last. */
+function restoreIdentity(ctx: RestoreContext): void {
   proc.restore(ctx);
   // From here on injected calls go through the restored program's own code, so the husk's page can go.
   const gadget = findSyscallGadget(ctx.pid, null, ctx.husk.layout);

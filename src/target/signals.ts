@@ -40,7 +40,7 @@ export function restore(ctx: RestoreContext): void {
   for (const info of s.pending) {
     const signo = Buffer.from(info).readInt32LE(0);
     inj.reset();
-    inj.call(`rt_sigqueueinfo(${signo})`, Sys.rt_sigqueueinfo, ctx.pid, signo, inj.put(Buffer.from(info)));
+    inj.call(`rt_sigqueueinfo(${signo})`, Sys.rt_sigqueueinfo, ctx.vpid(ctx.pid), signo, inj.put(Buffer.from(info)));
   }
   inj.reset();
 }

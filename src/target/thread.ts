@@ -7,6 +7,7 @@ import { fromHex } from '../image/fields.js';
 import type { RestoreContext } from './context.js';
 import type { Injector, BatchCall } from '../native/inject.js';
 import { THREAD_CLONE_FLAGS } from '../native/husk.js';
+import { setTidFor } from './tree.js';
 
 const PR_SET_NAME = 15;
 const PR_SET_TIMERSLACK = 29;
@@ -27,7 +28,7 @@ export function threadOf(ctx: Pick<RestoreContext, 'image' | 'pid'>, tid: number
 export function createThreads(ctx: RestoreContext, tids: number[]): void {
   for (const tid of tids) {
     if (tid === ctx.pid) continue;
-    const t = ctx.husk.clone({ flags: THREAD_CLONE_FLAGS, setTid: [tid] });
+    const t = ctx.husk.clone({ flags: THREAD_CLONE_FLAGS, setTid: setTidFor(tid, ctx.vpid) });
     ctx.threads.push({ tid, injector: t.injector });
   }
 }
@@ -58,7 +59,7 @@ function restoreThreadState(ctx: RestoreContext, t: ThreadEntry, inj: Injector):
   calls.push({ nr: Sys.setpriority, args: [PRIO_PROCESS, 0, t.nice] }, { nr: Sys.prctl, args: [PR_SET_TIMERSLACK, t.timerSlackNs] });
   for (const info of t.pending) {
     const signo = Buffer.from(info).readInt32LE(0);
-    calls.push({ nr: Sys.rt_tgsigqueueinfo, args: [ctx.pid, t.tid, signo, inj.put(Buffer.from(info))] });
+    calls.push({ nr: Sys.rt_tgsigqueueinfo, args: [ctx.vpid(ctx.pid), ctx.vpid(t.tid), signo, inj.put(Buffer.from(info))] });
   }
   // All independent and per-thread: one stop instead of one per call.
   inj.batch(`thread ${t.tid} state`, calls);

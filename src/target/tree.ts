@@ -49,7 +49,19 @@ const WNOHANG_WALL = 0x40000001;
  * subreaper. The root is cloned from `first`, which is then released: the
  * root becomes the restorer's child.
  */
-export function buildTree(first: Husk, order: TreeMember[]): Map<number, Husk> {
+/** How the tree is placed: the pid each process sees (its own pid, or the one inside its container), and the root's namespaces. */
+export interface TreePlacement {
+  vpid: (hostPid: number) => number;
+  rootFlags: number;
+}
+
+/** set_tid for a pid: one level, or the pid inside the container first and the host's after it. */
+export function setTidFor(hostPid: number, vpid: (hostPid: number) => number): number[] {
+  const inner = vpid(hostPid);
+  return inner === hostPid ? [hostPid] : [inner, hostPid];
+}
+
+export function buildTree(first: Husk, order: TreeMember[], place: TreePlacement): Map<number, Husk> {
   const husks = new Map<number, Husk>();
   const entries = new Map(order.map((m) => [m.entry.pid, m.entry]));
   const pending = [...order];
@@ -61,12 +73,13 @@ export function buildTree(first: Husk, order: TreeMember[]): Map<number, Husk> {
     const parent = husks.get(e.ppid) ?? first;
     let husk: Husk;
     if (bornInAnotherSession(e, entries)) {
-      husk = cloneThroughSessionLeader(husks.get(e.sid)!, e);
+      husk = cloneThroughSessionLeader(husks.get(e.sid)!, e, place);
       const ppid = Number(readStat(e.pid).fields[4]);
       if (ppid !== e.ppid) throw new Error(`pid ${e.pid} was reparented to ${ppid}, not to ${e.ppid}: its parent must be a subreaper above its session leader`);
     } else {
-      husk = parent.clone({ setTid: [e.pid], exitSignal: e.exitSignal });
-      if (parent === first) first.release();
+      const root = parent === first;
+      husk = parent.clone({ setTid: setTidFor(e.pid, place.vpid), exitSignal: e.exitSignal, flags: root ? place.rootFlags : 0 });
+      if (root) first.release();
     }
     husks.set(e.pid, husk);
     if (m!.kind === 'live') {
@@ -93,12 +106,12 @@ function canCreate(e: Placed, husks: Map<number, Husk>, entries: Map<number, Pla
   return !bornInAnotherSession(e, entries) || husks.has(e.sid);
 }
 
-function cloneThroughSessionLeader(leader: Husk, e: { pid: number; exitSignal: number }): Husk {
+function cloneThroughSessionLeader(leader: Husk, e: { pid: number; exitSignal: number }, place: TreePlacement): Husk {
   const helper = leader.clone();
-  const husk = helper.clone({ setTid: [e.pid], exitSignal: e.exitSignal });
+  const husk = helper.clone({ setTid: setTidFor(e.pid, place.vpid), exitSignal: e.exitSignal });
   helper.release();
   // The helper's exit left a zombie and a SIGCHLD in the leader, neither of which the original had.
-  leader.injector.callRaw(Sys.wait4, helper.pid, 0, WNOHANG_WALL, 0);
+  leader.injector.callRaw(Sys.wait4, -1, 0, WNOHANG_WALL, 0);
   consumeSignal(leader, SIGCHLD);
   return husk;
 }
@@ -120,13 +133,13 @@ function consumeSignal(husk: Husk, signo: number): void {
  * leader is not in the image (the root's, usually) stay as the restore made
  * them.
  */
-export function joinGroups(husks: Map<number, Husk>, order: TreeMember[]): void {
+export function joinGroups(husks: Map<number, Husk>, order: TreeMember[], vpid: (hostPid: number) => number): void {
   const inImage = new Set(order.map((m) => m.entry.pid));
   const leaders = order.filter((m) => m.entry.pgid === m.entry.pid && m.entry.sid !== m.entry.pid);
   const members = order.filter((m) => m.entry.pgid !== m.entry.pid && inImage.has(m.entry.pgid));
   for (const m of [...leaders, ...members]) {
     if (Number(readStat(m.entry.pid).fields[5]) === m.entry.pgid) continue;
-    husks.get(m.entry.pid)!.injector.call(`setpgid(0, ${m.entry.pgid})`, Sys.setpgid, 0, m.entry.pgid);
+    husks.get(m.entry.pid)!.injector.call(`setpgid(0, ${m.entry.pgid})`, Sys.setpgid, 0, vpid(m.entry.pgid));
   }
 }
 

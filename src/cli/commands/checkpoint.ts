@@ -3,6 +3,11 @@ import type { Command } from 'commander';
 import type { CheckpointSummary } from '../../source/checkpoint.js';
 import { parsePid, withTracer } from '../engine.js';
 import { formatFields, printResult } from '../output.js';
+import { CliError } from '../errors.js';
+import { ExitCode } from '../exit-codes.js';
+import { recordCheckpointed } from '../../container/runtime.js';
+import { containerStatus, readState, type ContainerState } from '../../container/state.js';
+import { validateName } from '../../container/spec.js';
 
 const CHECKPOINT = new URL('../../source/checkpoint.js', import.meta.url);
 
@@ -15,8 +20,8 @@ interface CheckpointOptions {
 export function register(program: Command): void {
   program
     .command('checkpoint')
-    .description('checkpoint a process into an image directory, then end it')
-    .argument('<pid>', 'the process to checkpoint', parsePid)
+    .description('checkpoint a process, a process tree or a container into an image directory, then end it')
+    .argument('<target>', 'the process (a pid) or the container (a name, as `migrate run` gave it) to checkpoint')
     .requiredOption('-D, --dir <dir>', 'where to write the image: a new or empty directory')
     .option('--leave-running', 'let the process go on running after the checkpoint instead of ending it')
     .option('--tree', 'take the process with all its descendants (without it, a process with children is refused)')
@@ -25,16 +30,31 @@ export function register(program: Command): void {
       '\nBefore it touches the process, the checkpoint looks for state Ferry cannot migrate;' +
         '\nif there is any, it exits 4, lists all of it, and leaves the process as it was.',
     )
-    .action(async (pid: number, options: CheckpointOptions) => {
+    .action(async (target: string, options: CheckpointOptions) => {
       const dir = path.resolve(options.dir);
+      const container = /^\d+$/.test(target) ? null : runningContainer(target);
+      const pid = container ? container.pid : parsePid(target);
       const summary = await withTracer(CHECKPOINT, (tracer) =>
-        tracer.call<CheckpointSummary>('checkpoint', pid, dir, { leaveRunning: options.leaveRunning === true, tree: options.tree === true }),
+        tracer.call<CheckpointSummary>('checkpoint', pid, dir, {
+          leaveRunning: options.leaveRunning === true,
+          tree: options.tree === true,
+          ...(container ? { container } : {}),
+        }),
       );
-      printResult(summary, renderSummary);
+      if (container && !summary.leftRunning) recordCheckpointed(container);
+      printResult(summary, (s) => renderSummary(s, container?.name));
     });
 }
 
-function renderSummary(s: CheckpointSummary): string {
+/** The container named, which must be running: a checkpoint takes a live container. */
+function runningContainer(name: string): ContainerState {
+  const state = readState(validateName(name));
+  if (!state) throw new CliError(`no container named "${name}" (a process is named by its pid)`, ExitCode.Failed);
+  if (containerStatus(state) === 'exited') throw new CliError(`container "${name}" is not running`, ExitCode.Failed);
+  return state;
+}
+
+function renderSummary(s: CheckpointSummary, container?: string): string {
   const fate = s.leftRunning ? 'it is still running' : 'it has been ended';
   const fields: Array<[string, string]> = [
     ...(s.pids.length > 1 ? [['processes', s.pids.join(' ')] as [string, string]] : []),
@@ -44,6 +64,6 @@ function renderSummary(s: CheckpointSummary): string {
     ['frozen', `${s.frozenMs.toFixed(1)} ms`],
     ['total', `${s.totalMs.toFixed(1)} ms`],
   ];
-  const what = s.pids.length > 1 ? `the tree of pid ${s.pid} (${s.pids.length} processes)` : `pid ${s.pid}`;
+  const what = container ? `container ${container} (${s.pids.length} process${s.pids.length > 1 ? 'es' : ''})` : s.pids.length > 1 ? `the tree of pid ${s.pid} (${s.pids.length} processes)` : `pid ${s.pid}`;
   return `checkpointed ${what} into ${s.dir}; ${s.pids.length > 1 ? fate.replace('it is', 'they are').replace('it has', 'they have') : fate}\n${formatFields(fields)}`;
 }

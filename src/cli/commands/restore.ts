@@ -3,13 +3,14 @@ import type { Command } from 'commander';
 import type { RestoreSummary } from '../../target/restore.js';
 import { withTracer } from '../engine.js';
 import { printResult } from '../output.js';
+import { recordRestored } from '../../container/runtime.js';
 
 const RESTORE = new URL('../../target/restore.js', import.meta.url);
 
 export function register(program: Command): void {
   program
     .command('restore')
-    .description('restore a process from an image directory, with its pid')
+    .description('restore a process, a process tree or a container from an image directory, with its pids')
     .requiredOption('-D, --dir <dir>', 'the image directory written by `migrate checkpoint`')
     .addHelpText(
       'after',
@@ -20,10 +21,14 @@ export function register(program: Command): void {
     .action(async (options: { dir: string }) => {
       const dir = path.resolve(options.dir);
       const summary = await withTracer(RESTORE, (tracer) => tracer.call<RestoreSummary>('restore', dir));
+      // A container is recorded like one `migrate run` started, so ps, stop and logs know it.
+      if (summary.container) recordRestored(summary.container, summary.pid);
       printResult(summary, (s) =>
-        s.pids.length > 1
-          ? `restored the tree of pid ${s.pid} (${s.pids.join(' ')}) from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`
-          : `restored pid ${s.pid} from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`,
+        s.container
+          ? `restored container ${s.container.name} (pid ${s.pid}, ${s.pids.length} process${s.pids.length > 1 ? 'es' : ''}) from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`
+          : s.pids.length > 1
+            ? `restored the tree of pid ${s.pid} (${s.pids.join(' ')}) from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`
+            : `restored pid ${s.pid} from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`,
       );
     });
 }

@@ -1,0 +1,45 @@
+import { z } from 'zod';
+import { defineEntry, type Entry } from './entry.js';
+import { PageSegment } from './memory.js';
+import { Pid } from './fields.js';
+
+/**
+ * A container (`migrate run`): what its namespaces and cgroup held that is
+ * not part of any process. Pids elsewhere in the image are the host's; this
+ * entry maps each to the pid the container sees, which a restore gives back
+ * (clone3's set_tid sets both levels).
+ */
+export const ContainerEntry = defineEntry(
+  'container',
+  1,
+  z.strictObject({
+    name: z.string().min(1),
+    hostname: z.string(),
+    command: z.array(z.string()),
+    executable: z.string(),
+    cwd: z.string(),
+    env: z.record(z.string(), z.string()),
+    limits: z.strictObject({ memoryBytes: z.number().int().positive().nullable(), cpus: z.number().positive().nullable() }),
+    /** [host pid, pid inside] of every process and thread. */
+    pids: z.array(z.tuple([Pid, Pid])),
+  }),
+);
+export type ContainerEntry = Entry<typeof ContainerEntry>;
+
+/** One file, directory or symlink of the container's private /tmp (a tmpfs, whose contents migrate). */
+export const TmpfsFileEntry = defineEntry(
+  'tmpfs-file',
+  1,
+  z.strictObject({
+    /** Path relative to /tmp; parents come before their children. */
+    path: z.string().min(1),
+    kind: z.enum(['file', 'dir', 'symlink']),
+    mode: z.number().int().min(0).max(0o7777),
+    uid: z.number().int().nonnegative(),
+    gid: z.number().int().nonnegative(),
+    size: z.number().int().nonnegative(),
+    target: z.string().optional(),
+    segments: z.array(PageSegment),
+  }),
+);
+export type TmpfsFileEntry = Entry<typeof TmpfsFileEntry>;

@@ -1,0 +1,74 @@
+import { Sys } from '../native/syscalls.js';
+import { bringUpLoopbackIn, setHostnameIn, writeTreeNodeIn } from '../native/namespaces.js';
+import { MS, mountIn, pivotRootIn } from '../native/mount.js';
+import type { Injector } from '../native/inject.js';
+import type { Cgroup } from '../native/cgroup.js';
+import { ContainerEntry, TmpfsFileEntry } from '../image/container.js';
+import { unpackPageRuns } from '../image/pages.js';
+import { PAGE_SIZE } from '../image/constants.js';
+import type { ImageReader } from '../image/format.js';
+import { buildRoot, CONTAINER_NAMESPACES } from '../container/init.js';
+import { applyLimits, freshCgroup } from '../container/runtime.js';
+import { containerStatus, readState, rootMountPoint } from '../container/state.js';
+import fs from 'node:fs';
+
+/** The container an image holds, if it is one. */
+export function containerOf(image: ImageReader): ContainerEntry | null {
+  return image.entriesOf(ContainerEntry)[0] ?? null;
+}
+
+/** The clone flags of a container's init: the same namespaces `migrate run` gives it. */
+export const CONTAINER_CLONE_FLAGS = CONTAINER_NAMESPACES;
+
+/** Host pid → the pid the container sees, for every process and thread. */
+export function pidMap(c: ContainerEntry): (hostPid: number) => number {
+  const map = new Map(c.pids);
+  return (host) => {
+    const inner = map.get(host);
+    if (inner === undefined) throw new Error(`pid ${host} is not in container ${c.name}`);
+    return inner;
+  };
+}
+
+export function preflight(c: ContainerEntry, problems: string[]): void {
+  const running = readState(c.name);
+  if (running && containerStatus(running) !== 'exited') problems.push(`container "${c.name}" is running (pid ${running.pid}); stop it first`);
+}
+
+/** A fresh cgroup for the container, with its limits; the first husk joins it, so everything restored is born in it. */
+export function prepareCgroup(c: ContainerEntry): Cgroup {
+  const cgroup = freshCgroup(c.name);
+  applyLimits(cgroup, c.limits);
+  return cgroup;
+}
+
+/** What only the init can do for its new namespaces before anything else: hostname, loopback, private mounts. */
+export function setupNamespaces(init: Injector, c: ContainerEntry): void {
+  setHostnameIn(init, c.hostname);
+  bringUpLoopbackIn(init);
+  mountIn(init, { target: '/', flags: MS.REC | MS.PRIVATE });
+}
+
+/**
+ * The container's filesystem, built and entered after every process's
+ * files are restored: until then paths resolve as on the host, where the
+ * image took them (the container's log, for one, is read-only inside). Then
+ * its /tmp gets back what it held.
+ */
+export async function enterRoot(init: Injector, initPid: number, c: ContainerEntry, image: ImageReader): Promise<void> {
+  const mountPoint = rootMountPoint(c.name);
+  fs.mkdirSync(mountPoint, { recursive: true });
+  buildRoot(init, { mountPoint, rootfs: null });
+  pivotRootIn(init, mountPoint);
+  init.call('chdir(/)', Sys.chdir, init.put(Buffer.from('/\0')));
+  init.reset();
+  for (const f of image.entriesOf(TmpfsFileEntry)) {
+    let contents: Buffer | undefined;
+    if (f.kind === 'file') {
+      contents = Buffer.alloc(Math.ceil(f.size / PAGE_SIZE) * PAGE_SIZE);
+      for (const seg of f.segments) await image.readPageRuns(unpackPageRuns(seg.runs), contents.subarray(seg.page * PAGE_SIZE));
+      contents = contents.subarray(0, f.size);
+    }
+    writeTreeNodeIn(initPid, '/tmp', { path: f.path, type: f.kind, mode: f.mode, uid: f.uid, gid: f.gid, size: f.size, ...(f.target ? { target: f.target } : {}) }, contents);
+  }
+}

@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { cgroupAt, removeCgroup, type Controller } from '../src/native/cgroup.js';
+import { becomeChildSubreaper, kill } from '../src/native/process.js';
+import { nsPids, readChildren } from '../src/native/proc.js';
+import { reap, waitpid, WAIT } from '../src/native/wait.js';
+import { initAlive, listStates, readState } from '../src/container/state.js';
+import type { ContainerSummary } from '../src/container/runtime.js';
+import type { CheckpointSummary } from '../src/source/checkpoint.js';
+import type { RestoreSummary } from '../src/target/restore.js';
+import { jsonOf, migrate, type CliResult } from './helpers/cli.js';
+import { workloadBin } from './helpers/paths.js';
+import { waitFor } from './helpers/wait.js';
+
+const CGROUP_PARENT = `ferry-test-migrate-${process.pid}`;
+const CONTROLLERS: Controller[] = ['memory', 'cpu'];
+
+function assertOk(result: CliResult): void {
+  assert.equal(result.status, 0, `exit ${result.status}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+}
+
+/** Every process of the container: host pid → pid inside, from /proc. */
+function pidsInside(init: number): Map<number, number> {
+  const out = new Map<number, number>();
+  const queue = [init];
+  while (queue.length) {
+    const pid = queue.shift()!;
+    const chain = nsPids(pid);
+    out.set(pid, chain[chain.length - 1]!);
+    queue.push(...readChildren(pid));
+  }
+  return out;
+}
+
+/**
+ * A container checkpointed and restored through the CLI, on the same host:
+ * its init comes back as pid 1 of a new pid namespace with every pid inside
+ * identical, its hostname and the contents of its private /tmp, and the
+ * workload in it checks its own state and reports PASS.
+ */
+describe('containers: migrate checkpoint <name> and restore', function () {
+  const saved = { state: process.env['FERRY_STATE_DIR'], cgroup: process.env['FERRY_CGROUP_PARENT'] };
+  let stateDir: string;
+  let imageRoot: string;
+
+  before(() => {
+    // Containers started by the CLI come back to us when it exits, so we can reap them.
+    becomeChildSubreaper();
+    stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-migrate-state-'));
+    imageRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-migrate-images-'));
+    process.env['FERRY_STATE_DIR'] = stateDir;
+    process.env['FERRY_CGROUP_PARENT'] = CGROUP_PARENT;
+  });
+
+  afterEach(() => {
+    const failures: unknown[] = [];
+    for (const s of listStates()) {
+      for (const step of [
+        () => initAlive(s) && kill(s.pid, 9),
+        () => fs.existsSync(`/proc/${s.pid}`) && reap(s.pid, 10_000),
+        () => removeCgroup(s.cgroup),
+      ]) {
+        try {
+          step();
+        } catch (e) {
+          failures.push(e);
+        }
+      }
+    }
+    fs.rmSync(path.join(stateDir, 'containers'), { recursive: true, force: true });
+    if (failures.length) throw failures[0];
+  });
+
+  after(() => {
+    try {
+      removeCgroup(cgroupAt(CGROUP_PARENT, CONTROLLERS));
+    } catch {
+      // never created, or already gone
+    }
+    fs.rmSync(stateDir, { recursive: true, force: true });
+    fs.rmSync(imageRoot, { recursive: true, force: true });
+    for (const [key, value] of [['FERRY_STATE_DIR', saved.state], ['FERRY_CGROUP_PARENT', saved.cgroup]] as const) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
+  });
+
+  async function runWorkload(name: string, workload: string, args: string[] = []): Promise<number> {
+    assertOk(await migrate(['run', name, '--hostname', `${name}-host`, '--', workloadBin(workload), '/tmp/result', ...args]));
+    const pid = readState(name)!.pid;
+    await waitFor(`${workload} in ${name} to report READY`, () => fs.existsSync(`/proc/${pid}/root/tmp/result.ready`));
+    return pid;
+  }
+
+  /** SIGTERM to the container's workload; its verdict is read through a handle on its /tmp, which vanishes with the container. */
+  async function verdict(pid: number): Promise<string> {
+    const tmp = fs.openSync(`/proc/${pid}/root/tmp`, 'r');
+    try {
+      kill(pid, 15);
+      const result = `/proc/self/fd/${tmp}/result`;
+      await waitFor(`the verdict of pid ${pid}`, () => fs.existsSync(result));
+      await waitFor(`pid ${pid} to end`, () => !fs.existsSync(`/proc/${pid}`) || fs.readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z'));
+      reap(pid, 10_000);
+      return fs.readFileSync(result, 'utf8').trim();
+    } finally {
+      fs.closeSync(tmp);
+    }
+  }
+
+  /**
+   * Runs a CLI checkpoint of a container whose init is our child (we adopted
+   * it when `migrate run` exited): the checkpoint waits for the killed init's
+   * pid to be free, and only its parent, us, can reap it.
+   */
+  async function checkpointReaping(args: string[], init: number): Promise<CliResult> {
+    let done = false;
+    const run = migrate(args).finally(() => {
+      done = true;
+    });
+    while (!done) {
+      try {
+        waitpid(init, WAIT.WNOHANG);
+      } catch {
+        // not dead yet, or reaped already
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return run;
+  }
+
+  async function ps(): Promise<ContainerSummary[]> {
+    const result = await migrate(['--json', 'ps']);
+    assertOk(result);
+    return jsonOf<{ containers: ContainerSummary[] }>(result).containers;
+  }
+
+  it('a container comes back as itself: pid 1 inside, hostname, /tmp, state, and ps knows it', async () => {
+    const pid = await runWorkload('mig1', 'counter');
+    fs.writeFileSync(`/proc/${pid}/root/tmp/kept`, 'written before the checkpoint\n');
+    const dir = path.join(imageRoot, 'mig1');
+
+    const ck = await checkpointReaping(['--json', 'checkpoint', 'mig1', '-D', dir], pid);
+    assertOk(ck);
+    assert.deepEqual(jsonOf<CheckpointSummary>(ck).pids, [pid]);
+    assert.ok(!fs.existsSync(`/proc/${pid}`), 'the container ended with the checkpoint');
+    assert.equal((await ps()).find((c) => c.name === 'mig1')?.state, 'exited');
+
+    const rs = await migrate(['--json', 'restore', '-D', dir]);
+    assertOk(rs);
+    const restored = jsonOf<RestoreSummary>(rs);
+    assert.equal(restored.pid, pid);
+    assert.equal(restored.container?.name, 'mig1');
+    assert.deepEqual(nsPids(pid).slice(-1), [1], 'the init is pid 1 of its namespace again');
+    assert.equal(execFileSync('nsenter', ['-u', '-t', String(pid), 'hostname']).toString().trim(), 'mig1-host');
+    assert.equal(fs.readFileSync(`/proc/${pid}/root/tmp/kept`, 'utf8'), 'written before the checkpoint\n');
+    const listed = (await ps()).find((c) => c.name === 'mig1');
+    assert.equal(listed?.state, 'running');
+    assert.equal(listed?.pid, pid);
+
+    assert.equal(await verdict(pid), 'PASS');
+  });
+
+  it('a tree in a container, with sessions, groups and an orphan, keeps every pid inside it', async () => {
+    const pid = await runWorkload('mig2', 'session');
+    const before = pidsInside(pid);
+    assert.equal(before.get(pid), 1);
+    const dir = path.join(imageRoot, 'mig2');
+    assertOk(await checkpointReaping(['checkpoint', 'mig2', '-D', dir], pid));
+    assertOk(await migrate(['restore', '-D', dir]));
+    assert.deepEqual(pidsInside(pid), before, 'host pids and pids inside, process by process');
+    assert.equal(await verdict(pid), 'PASS');
+  });
+
+  it('refuses a container name it does not know', async () => {
+    const unknown = await migrate(['checkpoint', 'nosuch', '-D', path.join(imageRoot, 'x')]);
+    assert.equal(unknown.status, 1);
+    assert.match(unknown.stderr, /no container named "nosuch"/);
+  });
+});
