@@ -11,8 +11,8 @@ import * as ptrace from './ptrace.js';
 import { waitpid } from './wait.js';
 import type { Injector } from './inject.js';
 import { OpenFlags } from './process.js';
+import { O_CLOEXEC } from './flags.js';
 
-const O_CLOEXEC = 0o2000000;
 const AT_FDCWD = -100;
 const SIGTRAP = 5;
 

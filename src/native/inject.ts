@@ -6,15 +6,10 @@ import * as ptrace from './ptrace.js';
 import { waitpid, type WaitStatus } from './wait.js';
 import { readMemory, writeMemory } from './memory.js';
 import { readMaps } from './proc.js';
+import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE } from './flags.js';
 
 const SIGTRAP = 5;
 const ALL_SIGNALS = 0xffffffffffffffffn;
-const PROT_READ = 1;
-const PROT_WRITE = 2;
-const PROT_EXEC = 4;
-const MAP_SHARED = 0x01;
-const MAP_ANONYMOUS = 0x20;
-const MAP_FIXED_NOREPLACE = 0x100000;
 const PAGE = 4096;
 
 /**

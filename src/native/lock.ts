@@ -3,8 +3,8 @@ import { NativeError } from './errors.js';
 import { Errno } from './errno.js';
 import { Sys } from './syscalls.js';
 import { open, close, OpenFlags } from './process.js';
+import { O_CLOEXEC } from './flags.js';
 
-const O_CLOEXEC = 0o2000000;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 

@@ -3,11 +3,11 @@ import { NativeError } from './errors.js';
 import { Errno } from './errno.js';
 import { Sys } from './syscalls.js';
 import { close, ioctl } from './process.js';
+import { O_NONBLOCK } from './flags.js';
 
 const F_GETPIPE_SZ = 1032;
 const F_SETPIPE_SZ = 1031;
 const FIONREAD = 0x541b;
-const O_NONBLOCK = 0o4000;
 const SPLICE_F_NONBLOCK = 2;
 const POLLERR = 0x8;
 const POLLHUP = 0x10;

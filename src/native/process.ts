@@ -1,6 +1,7 @@
 import { libc, syscall, addressOf, cString } from './libc.js';
 import { NativeError } from './errors.js';
 import { Sys } from './syscalls.js';
+import { O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from './flags.js';
 
 const spawnNative = libc.func('int posix_spawn(_Out_ int *pid, const char *path, void *fileActions, void *attr, const char **argv, const char **envp)');
 const faInit = libc.func('int posix_spawn_file_actions_init(void *fa)');
@@ -18,12 +19,6 @@ const attrSetSigdefault = libc.func('int posix_spawnattr_setsigdefault(void *att
 const SPAWN_SETSIGDEF = 0x04;
 const SPAWN_SETSIGMASK = 0x08;
 const SPAWN_SETSID = 0x80;
-const O_RDONLY = 0;
-const O_WRONLY = 1;
-const O_RDWR = 2;
-const O_CREAT = 0o100;
-const O_APPEND = 0o2000;
-const O_TRUNC = 0o1000;
 
 /** Where one of the child's standard fds points: a path opened for it, or an fd of ours dup'ed to it. */
 export type StdioSpec = { path: string; append?: boolean } | { fd: number } | 'null';

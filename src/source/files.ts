@@ -26,14 +26,9 @@ import { hex } from '../image/fields.js';
 import { CheckpointRefused, type Refusal } from './refusal.js';
 import type { DumpContext } from './context.js';
 import { classifySocket, checkSockets, dumpSocket } from './unix.js';
+import { O_ACCMODE, O_CLOEXEC, O_DIRECT, O_PATH, O_RDONLY, O_WRONLY } from '../native/flags.js';
 
-const O_ACCMODE = 3;
-const O_RDONLY = 0;
-const O_WRONLY = 1;
-const O_DIRECT = 0o40000;
 const FASYNC = 0o20000;
-const O_CLOEXEC = 0o2000000;
-const O_PATH = 0o10000000;
 const F_SEAL_SEAL = 1;
 const EPOLLEXCLUSIVE = 1 << 28;
 const EPOLLWAKEUP = 1 << 29;

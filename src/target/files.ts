@@ -8,16 +8,8 @@ import { unpackPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import { parkFd, fetchFd, openInHusk, type RestoreContext } from './context.js';
 import { shmemFd } from './memory.js';
+import { O_ACCMODE, O_CLOEXEC, O_CREAT, O_EXCL, O_NONBLOCK, O_RDONLY, O_RDWR, O_TMPFILE, O_WRONLY } from '../native/flags.js';
 
-const O_ACCMODE = 3;
-const O_RDONLY = 0;
-const O_WRONLY = 1;
-const O_RDWR = 2;
-const O_CREAT = 0o100;
-const O_EXCL = 0o200;
-const O_NONBLOCK = 0o4000;
-const O_CLOEXEC = 0o2000000;
-const O_TMPFILE = 0o20200000;
 const F_SETFD = 2;
 const F_SETFL = 4;
 const F_SETPIPE_SZ = 1031;

@@ -8,22 +8,10 @@ import { unpackPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import { fileMismatch } from '../image/file-identity.js';
 import { openInHusk, parkFd, fetchFd, type RestoreContext } from './context.js';
+import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TMPFILE, PROT_WRITE } from '../native/flags.js';
 
-const PROT_WRITE = 2;
-const MAP_SHARED = 0x01;
-const MAP_PRIVATE = 0x02;
-const MAP_ANONYMOUS = 0x20;
-const MAP_GROWSDOWN = 0x100;
-const MAP_NORESERVE = 0x4000;
-const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE = 1;
 const MREMAP_FIXED = 2;
-const O_RDONLY = 0;
-const O_RDWR = 2;
-const O_CREAT = 0o100;
-const O_EXCL = 0o200;
-/** O_TMPFILE includes O_DIRECTORY, as the kernel wants it. */
-const O_TMPFILE = 0o20200000;
 /** Pages per injected pwrite: the injection scratch is 1 MiB. */
 const PWRITE_PAGES = 128;
 const MADVISE: Record<string, number> = { dontfork: 10, dontdump: 16, wipeonfork: 18, hugepage: 14, nohugepage: 15 };

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import type { Tracer } from '../../src/native/tracer.js';
 import type { AnyEntry } from '../../src/image/entry.js';
 import { Workload } from '../helpers/workload.js';
-import { startEngine, cleanupImages, imageDir, checkpoint, restore } from '../helpers/engine.js';
+import { useEngine, imageDir, checkpoint, restore } from '../helpers/engine.js';
 import { rewriteImage } from '../helpers/image-surgery.js';
 
 /**
@@ -55,26 +54,16 @@ const cases: Array<{ workload: string; args?: string[]; lose: string; edit(e: An
 ];
 
 describe('a restore that loses state is caught by the workload', function () {
-  let tracer: Tracer;
-  before(async () => {
-    tracer = await startEngine();
-  });
-  after(async () => {
-    await tracer.close();
-  });
-  afterEach(async () => {
-    await Workload.cleanupAll();
-    cleanupImages();
-  });
+  const engine = useEngine();
 
   for (const c of cases) {
     it(`${c.workload} reports FAIL when ${c.lose} are missing`, async () => {
-      const w = await Workload.start(tracer, c.workload, c.args ?? [], { FERRY_WL_DEBUG: '1' });
+      const w = await Workload.start(engine.tracer, c.workload, c.args ?? [], { FERRY_WL_DEBUG: '1' });
       const full = imageDir();
-      await checkpoint(tracer, w.pid, full);
+      await checkpoint(engine.tracer, w.pid, full);
       const broken = imageDir();
       await rewriteImage(full, broken, c.edit);
-      await restore(tracer, broken);
+      await restore(engine.tracer, broken);
       const verdict = await w.finish();
       assert.match(verdict, c.expect, `verdict ${JSON.stringify(verdict)}; the workload's stderr:\n${w.stderr}`);
     });

@@ -1,39 +1,27 @@
 import assert from 'node:assert/strict';
-import type { Tracer } from '../../src/native/tracer.js';
 import { Workload } from '../helpers/workload.js';
-import { startEngine, roundTrip, checkpoint, imageDir, cleanupImages } from '../helpers/engine.js';
+import { useEngine, roundTrip, checkpoint, imageDir } from '../helpers/engine.js';
 
 describe('file descriptors of one process', function () {
-  let tracer: Tracer;
-
-  before(async () => {
-    tracer = await startEngine();
-  });
-  after(async () => {
-    await tracer.close();
-  });
-  afterEach(async () => {
-    await Workload.cleanupAll();
-    cleanupImages();
-  });
+  const engine = useEngine();
 
   it('fds: files, unlinked file, directory, devices, pipe and FIFO with data, eventfd, epoll, signalfd, timerfd, dup', async () => {
-    const w = await Workload.start(tracer, 'fds');
-    const { verdict, checkpoint: ck } = await roundTrip(tracer, w);
+    const w = await Workload.start(engine.tracer, 'fds');
+    const { verdict, checkpoint: ck } = await roundTrip(engine.tracer, w);
     assert.equal(verdict, 'PASS', w.stderr);
     assert.ok(ck.entries > 20, `fd and file entries in the image (${ck.entries} entries)`);
   });
 
   it('a checkpoint that leaves the process running takes nothing from it: pipe and FIFO data stay', async () => {
-    const w = await Workload.start(tracer, 'fds');
-    await checkpoint(tracer, w.pid, imageDir(), { leaveRunning: true });
+    const w = await Workload.start(engine.tracer, 'fds');
+    await checkpoint(engine.tracer, w.pid, imageDir(), { leaveRunning: true });
     assert.equal(await w.finish(), 'PASS', w.stderr);
   });
 
   for (const mode of ['pipe', 'poll']) {
     it(`reader ${mode}: a process blocked on its own empty pipe stays blocked on it`, async () => {
-      const w = await Workload.start(tracer, 'reader', [mode]);
-      assert.equal((await roundTrip(tracer, w)).verdict, 'PASS', w.stderr);
+      const w = await Workload.start(engine.tracer, 'reader', [mode]);
+      assert.equal((await roundTrip(engine.tracer, w)).verdict, 'PASS', w.stderr);
     });
   }
 
@@ -42,8 +30,8 @@ describe('file descriptors of one process', function () {
     ['tty', 40, /a device \(/],
   ] as const) {
     it(`${mode}: refused before the process is touched, naming the pid, the fd and what it is; the process runs on`, async () => {
-      const w = await Workload.start(tracer, 'unsupported', [mode]);
-      await assert.rejects(checkpoint(tracer, w.pid, imageDir()), (e: Error & { refusals?: Array<{ pid: number; resource: string; reason: string }> }) => {
+      const w = await Workload.start(engine.tracer, 'unsupported', [mode]);
+      await assert.rejects(checkpoint(engine.tracer, w.pid, imageDir()), (e: Error & { refusals?: Array<{ pid: number; resource: string; reason: string }> }) => {
         assert.equal(e.name, 'CheckpointRefused');
         const r = e.refusals?.find((x) => x.resource === `fd ${fd}`);
         assert.ok(r, `a refusal for fd ${fd} in: ${e.message}`);

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Tracer } from '../../src/native/tracer.js';
 import { Workload } from '../helpers/workload.js';
-import { startEngine, roundTrip, cleanupImages, imageDir, checkpoint, restore } from '../helpers/engine.js';
+import { useEngine, roundTrip, imageDir, checkpoint, restore } from '../helpers/engine.js';
 
 function digestDir(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -16,45 +15,34 @@ function digestDir(dir: string): Record<string, string> {
 }
 
 describe('checkpoint and restore of one process', function () {
-  let tracer: Tracer;
-
-  before(async () => {
-    tracer = await startEngine();
-  });
-  after(async () => {
-    await tracer.close();
-  });
-  afterEach(async () => {
-    await Workload.cleanupAll();
-    cleanupImages();
-  });
+  const engine = useEngine();
 
   it('a counting process comes back with its pid, memory and counter, and keeps counting', async () => {
-    const w = await Workload.start(tracer, 'counter');
-    const { verdict, checkpoint, restore } = await roundTrip(tracer, w);
+    const w = await Workload.start(engine.tracer, 'counter');
+    const { verdict, checkpoint, restore } = await roundTrip(engine.tracer, w);
     assert.equal(verdict, 'PASS');
     assert.equal(restore.pid, w.pid);
     assert.ok(checkpoint.dataPages >= 256, `the 1 MiB pattern travelled (${checkpoint.dataPages} data pages)`);
   });
 
   it('a process sleeping in nanosleep resumes the sleep without a spurious error', async () => {
-    const w = await Workload.start(tracer, 'sleeper', ['3600']);
-    assert.equal((await roundTrip(tracer, w)).verdict, 'PASS');
+    const w = await Workload.start(engine.tracer, 'sleeper', ['3600']);
+    assert.equal((await roundTrip(engine.tracer, w)).verdict, 'PASS');
   });
 
   it('a process blocked in pause() stays blocked and then handles SIGTERM', async () => {
-    const w = await Workload.start(tracer, 'reader', ['pause']);
-    assert.equal((await roundTrip(tracer, w)).verdict, 'PASS');
+    const w = await Workload.start(engine.tracer, 'reader', ['pause']);
+    assert.equal((await roundTrip(engine.tracer, w)).verdict, 'PASS');
   });
 
   it('restores the same image twice, one copy after the other, without changing it', async () => {
-    const w = await Workload.start(tracer, 'counter');
+    const w = await Workload.start(engine.tracer, 'counter');
     const dir = imageDir();
-    await checkpoint(tracer, w.pid, dir);
+    await checkpoint(engine.tracer, w.pid, dir);
     const before = digestDir(dir);
     for (const round of [1, 2]) {
       fs.rmSync(w.resultFile, { force: true });
-      const r = await restore(tracer, dir);
+      const r = await restore(engine.tracer, dir);
       assert.equal(r.pid, w.pid, `restore ${round} keeps the pid`);
       assert.equal(await w.finish(), 'PASS', `restore ${round}`);
     }

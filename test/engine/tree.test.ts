@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import type { Tracer } from '../../src/native/tracer.js';
 import { Workload } from '../helpers/workload.js';
-import { startEngine, cleanupImages, imageDir, checkpoint, restore } from '../helpers/engine.js';
+import { useEngine, imageDir, checkpoint, restore } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
 
 /** The processes of a tree, read from /proc: pid → [ppid, pgid, sid]. */
@@ -22,25 +21,15 @@ function treeOf(root: number): Map<number, [number, number, number]> {
 }
 
 describe('process trees', function () {
-  let tracer: Tracer;
-  before(async () => {
-    tracer = await startEngine();
-  });
-  after(async () => {
-    await tracer.close();
-  });
-  afterEach(async () => {
-    await Workload.cleanupAll();
-    cleanupImages();
-  });
+  const engine = useEngine();
 
   async function roundTripTree(w: Workload): Promise<string> {
     const before = treeOf(w.pid);
     const dir = imageDir();
-    const ck = await checkpoint(tracer, w.pid, dir, { tree: true });
+    const ck = await checkpoint(engine.tracer, w.pid, dir, { tree: true });
     assert.deepEqual(new Set(ck.pids), new Set(before.keys()), 'the image holds the whole tree');
     for (const pid of before.keys()) assert.ok(!fs.existsSync(`/proc/${pid}`), `pid ${pid} ended with the checkpoint`);
-    const rs = await restore(tracer, dir);
+    const rs = await restore(engine.tracer, dir);
     assert.equal(rs.pid, w.pid);
     const after = treeOf(w.pid);
     // The root's own parent, group and session are the restorer's (the originals lie outside the image);
@@ -56,33 +45,33 @@ describe('process trees', function () {
   }
 
   it('a fork tree streaming sequence numbers over pipes, with one shared file offset, comes back whole', async () => {
-    const w = await Workload.start(tracer, 'tree', ['2', '2']);
+    const w = await Workload.start(engine.tracer, 'tree', ['2', '2']);
     assert.equal(await roundTripTree(w), 'PASS');
   });
 
   it('sessions and process groups, and an orphan reparented to a subreaper, keep their places', async () => {
-    const w = await Workload.start(tracer, 'session');
+    const w = await Workload.start(engine.tracer, 'session');
     assert.equal(await roundTripTree(w), 'PASS');
   });
 
   it('a zombie child keeps its pid and exit status until its parent reaps it after the restore', async () => {
-    const w = await Workload.start(tracer, 'zombie');
+    const w = await Workload.start(engine.tracer, 'zombie');
     assert.equal(await roundTripTree(w), 'PASS');
   });
 
   it('eight threads with a futex queue, robust mutex, rseq and per-thread pending signals come back with their tids', async () => {
-    const w = await Workload.start(tracer, 'threads', ['8']);
+    const w = await Workload.start(engine.tracer, 'threads', ['8']);
     const tids = fs.readdirSync(`/proc/${w.pid}/task`).sort();
     const dir = imageDir();
-    await checkpoint(tracer, w.pid, dir);
-    await restore(tracer, dir);
+    await checkpoint(engine.tracer, w.pid, dir);
+    await restore(engine.tracer, dir);
     assert.deepEqual(fs.readdirSync(`/proc/${w.pid}/task`).sort(), tids);
     assert.equal(await w.finish(), 'PASS');
   });
 
   it('without --tree, a process with children is refused and left running', async () => {
-    const w = await Workload.start(tracer, 'tree', ['1', '1']);
-    await assert.rejects(checkpoint(tracer, w.pid, imageDir()), (e: Error & { refusals?: Array<{ resource: string; reason: string }> }) => {
+    const w = await Workload.start(engine.tracer, 'tree', ['1', '1']);
+    await assert.rejects(checkpoint(engine.tracer, w.pid, imageDir()), (e: Error & { refusals?: Array<{ resource: string; reason: string }> }) => {
       assert.equal(e.name, 'CheckpointRefused');
       assert.ok(e.refusals?.some((r) => r.resource === 'children' && /--tree/.test(r.reason)), e.message);
       return true;

@@ -15,6 +15,31 @@ export function startEngine(): Promise<Tracer> {
 
 const imageDirs = new Set<string>();
 
+/**
+ * The hooks every engine suite needs, registered in the calling describe: a
+ * tracer thread with the engine loaded for the suite, and after every test,
+ * passed or failed, each workload killed and reaped and each image removed.
+ */
+export function useEngine(): { readonly tracer: Tracer } {
+  let tracer: Tracer | null = null;
+  before(async () => {
+    tracer = await startEngine();
+  });
+  after(async () => {
+    await tracer?.close();
+  });
+  afterEach(async () => {
+    await Workload.cleanupAll();
+    cleanupImages();
+  });
+  return {
+    get tracer(): Tracer {
+      if (!tracer) throw new Error('the engine is not started yet (use it inside a test or hook)');
+      return tracer;
+    },
+  };
+}
+
 /** A fresh directory name for an image (not created: the writer creates it). Removed by cleanupImages(). */
 export function imageDir(): string {
   const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-image-')), 'image');
