@@ -174,6 +174,16 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     assert.equal(await verdict(pid), 'PASS');
   });
 
+  it('fds on files in the container\'s /tmp come back to the same files, their offset shared across the tree', async () => {
+    const pid = await runWorkload('mig3', 'tree', ['2', '2']);
+    const before = pidsInside(pid);
+    const dir = path.join(imageRoot, 'mig3');
+    assertOk(await checkpointReaping(['checkpoint', 'mig3', '-D', dir], pid));
+    assertOk(await migrate(['restore', '-D', dir]));
+    assert.deepEqual(pidsInside(pid), before);
+    assert.equal(await verdict(pid), 'PASS');
+  });
+
   it('refuses a container name it does not know', async () => {
     const unknown = await migrate(['checkpoint', 'nosuch', '-D', path.join(imageRoot, 'x')]);
     assert.equal(unknown.status, 1);

@@ -33,6 +33,8 @@ export const FileEntry = defineEntry(
     pos: z.number().int().nonnegative(),
     /** kind 'path': the file to open; 'unlinked': the name it had. */
     path: z.string().min(1).optional(),
+    /** kind 'path': the path resolves only in the process's own root (a container's private mount such as its /tmp), not on the host. */
+    inside: z.boolean().optional(),
     /** kind 'path': what must be at `path`; `rdev` ("major:minor") for devices. */
     node: z.strictObject({ type: z.enum(NODE_TYPES), rdev: z.string().optional() }).optional(),
     /** kind 'unlinked': the ghost-file entry with its contents. */

@@ -26,6 +26,7 @@ import { hex } from '../image/fields.js';
 import { CheckpointRefused, type Refusal } from './refusal.js';
 import type { DumpContext } from './context.js';
 import { classifySocket, checkSockets, dumpSocket } from './unix.js';
+import { pathInRoot } from '../native/namespaces.js';
 import { O_ACCMODE, O_CLOEXEC, O_DIRECT, O_PATH, O_RDONLY, O_WRONLY } from '../native/flags.js';
 
 const FASYNC = 0o20000;
@@ -65,7 +66,7 @@ const ANON_NAMES: Record<string, string> = {
 };
 
 type Supported =
-  | { kind: 'path'; path: string; node: { type: (typeof NODE_TYPES)[number]; rdev?: string } }
+  | { kind: 'path'; path: string; node: { type: (typeof NODE_TYPES)[number]; rdev?: string }; inside?: boolean }
   | { kind: 'unlinked'; path: string; stat: NodeStat }
   | { kind: 'memfd'; name: string; stat: NodeStat }
   /** An anonymous pipe (`key` is its link, pipe:[ino]) or a FIFO (`path`). */
@@ -94,6 +95,15 @@ function refusal(pid: number, fd: number, reason: string): Refusal {
 function reachable(p: string, st: NodeStat): boolean {
   const here = statPath(p, st.type !== 'symlink');
   return !!here && here.dev === st.dev && here.ino === st.ino;
+}
+
+/**
+ * The same inode at that path as the process sees it, through its own root:
+ * a file in a container's private mount (its /tmp), which a restore reopens
+ * once it has entered the container's root.
+ */
+function reachableInside(pid: number, p: string, st: NodeStat): boolean {
+  return reachable(pathInRoot(pid, p), st);
 }
 
 /** What an fd is, or why it cannot travel. */
@@ -132,11 +142,13 @@ function classify(pid: number, o: OpenFd): Supported | { refuse: string } {
         if (statPath(path.dirname(p))?.type !== 'dir') return { refuse: `the unlinked file ${link}, whose directory is gone too` };
         return { kind: 'unlinked', path: p, stat: st };
       }
-      if (!reachable(p, st)) return { refuse: `the file ${link}, which is no longer reachable under that name (renamed, or in another mount namespace)` };
-      return { kind: 'path', path: p, node: { type: 'file' } };
+      if (reachable(p, st)) return { kind: 'path', path: p, node: { type: 'file' } };
+      if (reachableInside(pid, p, st)) return { kind: 'path', path: p, node: { type: 'file' }, inside: true };
+      return { refuse: `the file ${link}, which is no longer reachable under that name (renamed, or in another mount namespace)` };
     case 'dir':
-      if (deleted || !reachable(p, st)) return { refuse: `the directory ${link}, which is no longer reachable under that name` };
-      return { kind: 'path', path: p, node: { type: 'dir' } };
+      if (!deleted && reachable(p, st)) return { kind: 'path', path: p, node: { type: 'dir' } };
+      if (!deleted && reachableInside(pid, p, st)) return { kind: 'path', path: p, node: { type: 'dir' }, inside: true };
+      return { refuse: `the directory ${link}, which is no longer reachable under that name` };
     case 'chr': {
       if (!PORTABLE_DEVICES.has(st.rdev)) return { refuse: `a device (${link}, char ${st.rdev}); of devices only ${[...PORTABLE_DEVICES.values()].join(', ')} are supported` };
       const here = statPath(p);
@@ -297,7 +309,7 @@ function analyze(pid: number, refusals: Refusal[], scope: Set<number>): Descript
   checkSharedObjects(pid, descriptions, refusals, scope);
   checkEpolls(pid, descriptions, new Set(all.map((o) => o.fd)), new Set(open.map((x) => x.o.fd)), refusals);
   checkMemfds(pid, descriptions, refusals);
-  checkSockets(pid, descriptions.filter((d) => d.what.kind === 'socket').map((d) => d.fds[0]!), refusals);
+  checkSockets(pid, descriptions.filter((d) => d.what.kind === 'socket').map((d) => d.fds[0]!), refusals, scope);
   return descriptions;
 }
 
@@ -388,7 +400,7 @@ export async function dump(ctx: DumpContext): Promise<void> {
       const base = { id, kind: d.what.kind, flags: o.info.flags & ~O_CLOEXEC, pos: o.info.pos };
       const w = d.what;
       if (w.kind === 'path') {
-        ctx.image.addEntry(FileEntry.make({ ...base, path: w.path, node: w.node }));
+        ctx.image.addEntry(FileEntry.make({ ...base, path: w.path, node: w.node, ...(w.inside ? { inside: true } : {}) }));
       } else if (w.kind === 'unlinked') {
         const key = `${w.stat.dev}:${w.stat.ino}`;
         let ghost = ghostIds.get(key);

@@ -42,6 +42,8 @@ export function preflight(ctx: Pick<RestoreContext, 'image'>, problems: string[]
   const pipes = new Map(ctx.image.entriesOf(PipeEntry).map((p) => [p.id, p]));
   const ghosts = new Map(ctx.image.entriesOf(GhostFileEntry).map((g) => [g.id, g]));
   for (const f of ctx.image.entriesOf(FileEntry)) {
+    // A file of a container's private mount comes back with that mount's contents, not from the host.
+    if (f.inside) continue;
     if (f.kind === 'path' && f.path && f.node) {
       const st = statPath(f.path, f.node.type !== 'any');
       if (!st) problems.push(`${where(f.id)}: ${f.path} does not exist here`);
@@ -301,15 +303,25 @@ function place(ctx: RestoreContext, made: Made, fds: FdEntry[]): void {
  * The husk's own fds below the restored range go first; epoll items are
  * added last, once every fd number they name holds its file.
  */
-export async function restore(ctx: RestoreContext): Promise<void> {
+/**
+ * Which descriptions a pass makes. A process outside a container gets them
+ * all at once; a container's processes get those whose paths resolve on the
+ * host first, while the restore has not entered the container's root (its
+ * log is writable only from outside), and those of its private mounts (its
+ * /tmp) once it has. Epoll items are added in the last pass, when every fd
+ * number they name holds its file.
+ */
+export type FilesPass = 'all' | 'host' | 'inside';
+
+export async function restore(ctx: RestoreContext, pass: FilesPass = 'all'): Promise<void> {
   const inj = ctx.injector;
   const files = new Map(ctx.image.entriesOf(FileEntry).map((f) => [f.id, f]));
   const fds = fdsByFile(ctx, ctx.pid);
-  inj.call('close_range', Sys.close_range, 0, ctx.fdFloor - 1, 0);
+  if (pass !== 'inside') inj.call('close_range', Sys.close_range, 0, ctx.fdFloor - 1, 0);
   const objects = new Objects(ctx);
-  const epolls: FileEntry[] = [];
   for (const [id, list] of fds) {
     const f = files.get(id);
+    if (pass !== 'all' && (f?.inside === true) !== (pass === 'inside')) continue;
     const home = ctx.shared.homes.get(`file:${id}`);
     if (home) {
       // Inherited through fork, or a UNIX socket the unix module made: the very description, offset, flags and epoll items included.
@@ -325,10 +337,13 @@ export async function restore(ctx: RestoreContext): Promise<void> {
     }
     place(ctx, made, list);
     ctx.shared.homes.set(`file:${id}`, { pid: ctx.pid, fd: list[0]!.fd });
-    if (f.kind === 'epoll') epolls.push(f);
   }
-  for (const f of epolls) {
-    const epfd = fds.get(f.id)![0]!.fd;
+  if (pass === 'host') return;
+  for (const [id, list] of fds) {
+    const f = files.get(id);
+    // Only the process that made an epoll instance fills it; the others share it, items and all.
+    if (f?.kind !== 'epoll' || ctx.shared.homes.get(`file:${id}`)?.pid !== ctx.pid) continue;
+    const epfd = list[0]!.fd;
     for (const t of f.epoll!) {
       const ev = Buffer.alloc(12);
       ev.writeUInt32LE(t.events >>> 0, 0);

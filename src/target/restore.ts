@@ -130,8 +130,11 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
         return { pid: entry.pid, image, husk, injector: husk.injector, threads: [{ tid: entry.pid, injector: husk.injector }], shmemFds: new Map(), parkedFds: new Set(), fdFloor: floor, shared, vpid };
       });
       for (const ctx of contexts) thread.createThreads(ctx, proc.processOf(ctx).threads);
-      for (const ctx of contexts) await restoreContents(ctx, base);
-      if (box) await container.enterRoot(init.injector, init.pid, box, image);
+      for (const ctx of contexts) await restoreContents(ctx, base, box !== null);
+      if (box) {
+        await container.enterRoot(init.injector, init.pid, box, image);
+        for (const ctx of contexts) await files.restore(ctx, 'inside');
+      }
       for (const ctx of contexts) restoreIdentity(ctx);
       finishZombies(husks, order);
       // Now that no process needs another's objects any more, each drops what it only held for the others.
@@ -175,13 +178,13 @@ function removeCgroupQuietly(cgroup: Cgroup): void {
  * as on the host, where the image took them (a container's root is entered
  * only after this, for every process).
  */
-async function restoreContents(ctx: RestoreContext, base: number): Promise<void> {
+async function restoreContents(ctx: RestoreContext, base: number, inContainer: boolean): Promise<void> {
   await memory.restore(ctx, base + PARKING_OFFSET);
   signals.restore(ctx);
   timers.restore(ctx);
   // Sockets first: the fd table places the sockets the unix module made.
   await unix.restore(ctx);
-  await files.restore(ctx);
+  await files.restore(ctx, inContainer ? 'host' : 'all');
 }
 
 /** Who the process is: directories, mm fields, per-thread state, limits, and credentials last. */
