@@ -20,9 +20,10 @@ import type { DumpContext } from './context.js';
  * queue shows (SCM_RIGHTS in flight, datagrams nobody could send again) is
  * refused at dump time.
  *
- * For now every socket and its peer must belong to one process: sockets
- * shared with or connected to another process are refused, even inside a
- * tree (the entries already name peers by inode, wherever they live).
+ * Peers, listeners, clients and holders may be any process of the image
+ * (its `scope`): entries name peers by inode, wherever they live, and a
+ * description several processes hold is dumped once by the files module.
+ * Only what ties a socket to a process outside the image is refused.
  */
 
 const FAMILIES: Record<number, string> = { 2: 'AF_INET', 10: 'AF_INET6', 16: 'AF_NETLINK', 17: 'AF_PACKET', 40: 'AF_VSOCK' };
@@ -54,25 +55,39 @@ interface View {
   table: Map<number, UnixDiag>;
   /** Client inode -> the listener whose accept queue holds its connection. */
   waiting: Map<number, UnixDiag>;
-  /** The inodes of the process's own sockets. */
-  own: Set<number>;
+  /** The inodes of the sockets any process of the image holds: these travel with it. */
+  inside: Set<number>;
   cwd: string;
 }
 
-function view(pid: number): View {
+/** The inodes of the sockets `pid` and the processes of `scope` hold. */
+function socketsOf(pid: number, scope: ReadonlySet<number>): Set<number> {
+  const inside = new Set<number>();
+  for (const p of new Set([pid, ...scope])) {
+    // Another process of the image may exit while the tree still runs (inspect); the next look sees it gone.
+    let fds: number[] = [];
+    try {
+      fds = listFds(p);
+    } catch (e) {
+      if (p === pid || !isNativeError(e, 'ENOENT')) throw e;
+    }
+    for (const fd of fds) {
+      try {
+        const link = readFdLink(p, fd);
+        if (link.startsWith('socket:')) inside.add(inoOf(link));
+      } catch (e) {
+        if (!isNativeError(e, 'ENOENT')) throw e;
+      }
+    }
+  }
+  return inside;
+}
+
+function view(pid: number, scope: ReadonlySet<number>, inside = socketsOf(pid, scope)): View {
   const table = unixSockets();
   const waiting = new Map<number, UnixDiag>();
   for (const d of table.values()) for (const c of d.icons ?? []) if (c) waiting.set(c, d);
-  const own = new Set<number>();
-  for (const fd of listFds(pid)) {
-    try {
-      const link = readFdLink(pid, fd);
-      if (link.startsWith('socket:')) own.add(inoOf(link));
-    } catch (e) {
-      if (!isNativeError(e, 'ENOENT')) throw e;
-    }
-  }
-  return { table, waiting, own, cwd: readLink(`/proc/${pid}/cwd`) };
+  return { table, waiting, inside, cwd: readLink(`/proc/${pid}/cwd`) };
 }
 
 /**
@@ -116,17 +131,17 @@ function holderText(holders: FdHolder[] | undefined): string {
  * Everything about a process's UNIX sockets that cannot travel, found from
  * the kernel's tables without changing anything. Both ends of every
  * connection, every client waiting on a listener and every listener a
- * client waits on must be sockets of this process; nothing outside may hold
- * one of them or be connected to one.
+ * client waits on must be sockets of the image (`scope`); nothing outside
+ * may hold one of them or be connected to one.
  */
-export function checkSockets(pid: number, fds: Array<{ fd: number; link: string }>, refusals: Refusal[]): void {
+export function checkSockets(pid: number, fds: Array<{ fd: number; link: string }>, refusals: Refusal[], scope: ReadonlySet<number> = new Set([pid])): void {
   if (!fds.length) return;
   const refuse = (fd: number, reason: string) => refusals.push({ pid, resource: `fd ${fd}`, reason });
   if (!inOurNetns(pid)) {
     for (const s of fds) refuse(s.fd, `a UNIX socket (${s.link}) in another network namespace; Ferry reads socket state through sock_diag in its own`);
     return;
   }
-  const v = view(pid);
+  const v = view(pid, scope);
   const sockets = fds.map((s) => ({ ...s, ino: inoOf(s.link) }));
   // Whoever holds the sockets these are tied to, to name them when they are outside.
   const links = new Set(sockets.map((s) => s.link));
@@ -138,8 +153,8 @@ export function checkSockets(pid: number, fds: Array<{ fd: number; link: string 
     const listener = v.waiting.get(s.ino);
     if (listener) tied(listener.ino);
   }
-  for (const d of v.table.values()) if (d.peer && v.own.has(d.peer)) tied(d.ino);
-  const holders = findFdHolders(links, new Set([pid]));
+  for (const d of v.table.values()) if (d.peer && v.inside.has(d.peer)) tied(d.ino);
+  const holders = findFdHolders(links, new Set([pid, ...scope]));
   const outside = (ino: number) => holderText(holders.get(`socket:[${ino}]`));
   const paths = new Map<string, { fd: number; vfs?: number }>();
   for (const s of sockets) {
@@ -151,25 +166,25 @@ export function checkSockets(pid: number, fds: Array<{ fd: number; link: string 
     const reasons: string[] = [];
     const seen = withRemoteFd(pid, s.fd, (local) => ({ hasPeer: peerName(local) !== null, filter: hasSocketFilter(local), error: hasPendingError(local) }));
     const elsewhere = holders.get(s.link);
-    if (elsewhere?.length) reasons.push(`the socket is also open in ${holderText(elsewhere)}; sockets shared between processes are not supported yet`);
+    if (elsewhere?.length) reasons.push(`the socket is also open in ${holderText(elsewhere)}, outside the checkpoint`);
     const l = linkOf(d, v, seen.hasPeer);
-    if (l.state === 'connected' && !v.own.has(l.peer)) {
-      reasons.push(`connected to socket:[${l.peer}] in ${outside(l.peer)}, outside the checkpoint (or in another process of it, not supported yet)`);
+    if (l.state === 'connected' && !v.inside.has(l.peer)) {
+      reasons.push(`connected to socket:[${l.peer}] in ${outside(l.peer)}, outside the checkpoint`);
     } else if (l.state === 'connected' && d.type === 'dgram') {
       const p = v.table.get(l.peer);
       if (p && p.peer !== d.ino && !p.name) reasons.push(`connected to the unbound datagram socket socket:[${l.peer}], which is connected elsewhere: a state only a socketpair and a later connect make, and Ferry cannot`);
-    } else if (l.state === 'pending' && !v.own.has(l.listener.ino)) {
+    } else if (l.state === 'pending' && !v.inside.has(l.listener.ino)) {
       reasons.push(`its connection waits to be accepted by ${showUnixName(l.listener.name)} (socket:[${l.listener.ino}] in ${outside(l.listener.ino)}), outside the checkpoint`);
     } else if (l.state === 'pending' && d.wqueue) {
       reasons.push(`it sent data on a connection that ${showUnixName(l.listener.name)} has not accepted yet; those bytes cannot be read without accepting it`);
     } else if (l.state === 'listening') {
       for (const c of l.pending) {
         if (!c) reasons.push('a connection waits in its accept queue whose client has closed; what the client sent cannot be read without accepting it');
-        else if (!v.own.has(c)) reasons.push(`a connection from socket:[${c}] in ${outside(c)}, outside the checkpoint, waits in its accept queue`);
+        else if (!v.inside.has(c)) reasons.push(`a connection from socket:[${c}] in ${outside(c)}, outside the checkpoint, waits in its accept queue`);
       }
     }
     for (const other of v.table.values()) {
-      if (other.peer === d.ino && !v.own.has(other.ino) && !(l.state === 'connected' && l.peer === other.ino)) {
+      if (other.peer === d.ino && !v.inside.has(other.ino) && !(l.state === 'connected' && l.peer === other.ino)) {
         reasons.push(`socket:[${other.ino}] in ${outside(other.ino)}, outside the checkpoint, is connected to it`);
       }
     }
@@ -189,6 +204,8 @@ export function checkSockets(pid: number, fds: Array<{ fd: number; link: string 
 }
 
 const views = new WeakMap<DumpContext, View>();
+/** The image's sockets, looked up once per dump: with every process stopped they cannot change. */
+const dumpedScopes = new WeakMap<ReadonlySet<number>, Set<number>>();
 
 function creds(c: Ucred | null | undefined): { pid: number; uid: number; gid: number } | undefined {
   return c ? { pid: c.pid, uid: c.uid, gid: c.gid } : undefined;
@@ -221,14 +238,14 @@ function datagramProblem(d: UnixDiag, l: Link, messages: Array<{ from?: Buffer }
   } else if (l.state === 'peer-closed') {
     peer = { ...(closedPeer?.length ? { name: closedPeer } : {}), mutual: !d.name };
   }
-  const ownNames = [...v.own].map((i) => v.table.get(i)).filter((o) => o?.type === 'dgram' && o.name);
+  const imageNames = [...v.inside].map((i) => v.table.get(i)).filter((o) => o?.type === 'dgram' && o.name);
   let fromPeer = 0;
   for (const m of messages) {
     if (peer && sameUnixName(m.from, peer.name) && (m.from?.length || peer.mutual)) {
       fromPeer++;
       continue;
     }
-    if (m.from?.length && !ownNames.some((o) => sameUnixName(o!.name, m.from))) return `a datagram from ${showUnixName(m.from)}, a socket outside the checkpoint, is queued for it`;
+    if (m.from?.length && !imageNames.some((o) => sameUnixName(o!.name, m.from))) return `a datagram from ${showUnixName(m.from)}, a socket outside the checkpoint, is queued for it`;
     if (!m.from?.length && !d.name) return 'a datagram from an unbound socket other than its peer is queued for it, and it has no name to be sent to again';
   }
   if (peer?.mutual && fromPeer < messages.length) return 'datagrams from other senders than its socketpair peer are queued for it';
@@ -246,7 +263,11 @@ function datagramProblem(d: UnixDiag, l: Link, messages: Array<{ from?: Buffer }
 export async function dumpSocket(ctx: DumpContext, file: number, fd: number, link: string, flags: number): Promise<void> {
   const { pid } = ctx;
   let v = views.get(ctx);
-  if (!v) views.set(ctx, (v = view(pid)));
+  if (!v) {
+    v = view(pid, ctx.scope, dumpedScopes.get(ctx.scope));
+    dumpedScopes.set(ctx.scope, v.inside);
+    views.set(ctx, v);
+  }
   const ino = inoOf(link);
   const d = v.table.get(ino);
   if (!d) throw new CheckpointRefused([{ pid, resource: `fd ${fd}`, reason: `the UNIX socket ${link} vanished from the kernel's socket table while Ferry looked` }]);
@@ -280,7 +301,7 @@ export async function dumpSocket(ctx: DumpContext, file: number, fd: number, lin
   const place = placeOf(d, v);
   if (place && 'refuse' in place) throw refuse(place.refuse);
   if (l.state === 'peer-closed' && unixPath(closedPeer ?? undefined)?.startsWith('/') === false) {
-    const lender = [...v.own].map((i) => v.table.get(i)).find((o) => o?.type === d.type && sameUnixName(o.name, closedPeer ?? undefined));
+    const lender = [...v.inside].map((i) => v.table.get(i)).find((o) => o?.type === d.type && sameUnixName(o.name, closedPeer ?? undefined));
     if (!lender) throw refuse(`its closed peer was bound to the relative name ${showUnixName(closedPeer ?? undefined)}, which Ferry cannot place`);
   }
   const node = place?.live ? statPath(place.abs, false) : null;
@@ -288,7 +309,7 @@ export async function dumpSocket(ctx: DumpContext, file: number, fd: number, lin
   if (peeked?.messages.length) {
     const rights = peeked.messages.reduce((n, m) => n + m.rights, 0);
     if (rights) throw refuse(`${rights} file descriptor${rights === 1 ? ' is' : 's are'} in flight in its receive queue (SCM_RIGHTS), which Ferry cannot carry`);
-    const foreign = peeked.messages.find((m) => m.creds && m.creds.pid !== 0 && m.creds.pid !== pid);
+    const foreign = peeked.messages.find((m) => m.creds && m.creds.pid !== 0 && m.creds.pid !== pid && !ctx.scope.has(m.creds.pid));
     if (foreign) throw refuse(`a queued message carries the credentials of pid ${foreign.creds!.pid}, a process outside the checkpoint`);
     const expected = d.type === 'dgram' ? peeked.messages[0]!.length : peeked.data.length;
     if (d.rqueue !== expected) throw refuse(`its receive queue holds ${d.rqueue} bytes by the kernel's count but ${expected} could be read without consuming them (out-of-band data?)`);

@@ -18,13 +18,14 @@ import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from '../native/fla
  * socket has to read is sent again by its peer, or by the socket whose name
  * a datagram came from), shutdowns and options are applied last.
  *
- * Each process makes the sockets it holds (the checkpoint made sure their
- * peers, listeners and clients are its own too), parks them and registers
- * each as the home of its file description ("file:ID"); the files module
- * then places it at its fd numbers like a description another process
- * made. Peers in different processes will need the first of them to make
- * the whole connected group, the others fetching their ends from it the
- * same way.
+ * Sockets tied to each other (peers, a listener with its connections and
+ * waiting clients, datagram senders and receivers) are one group, made
+ * whole by the first process in restore order that holds any socket of it:
+ * the calls above only work on fds of one process. It parks every socket
+ * of the group and registers each as the home of its file description
+ * ("file:ID"); the files module of every process holding it, this one
+ * included, then fetches it from there onto its fd numbers. The checkpoint
+ * made sure no group reaches outside the image.
  *
  * Sockets that exist only to reproduce a state are made and closed here:
  * the other end of a connection whose peer had closed, a listener lending a
@@ -160,7 +161,7 @@ class Builder {
   private readonly groups = new Map<string, Sock[]>();
   private readonly donors = new Map<string, number>();
   private readonly removeAtEnd = new Set<string>();
-  private readonly fdNumbers = new Map<number, number[]>();
+  private readonly fdNumbers = new Map<number, string[]>();
   private unboundSender: number | null = null;
   /** Send buffer of the helper sockets: room for every queued byte of the image. */
   private readonly helperSndbuf: number;
@@ -171,7 +172,9 @@ class Builder {
       const key = s.kind === 'dgram' ? null : groupKey(s);
       if (key) this.groups.set(key, [...(this.groups.get(key) ?? []), s]);
     }
-    for (const e of ctx.image.entriesOf(FdEntry)) this.fdNumbers.set(e.file, [...(this.fdNumbers.get(e.file) ?? []), e.fd]);
+    for (const e of ctx.image.entriesOf(FdEntry)) {
+      this.fdNumbers.set(e.file, [...(this.fdNumbers.get(e.file) ?? []), e.pid === ctx.pid ? `fd ${e.fd}` : `pid ${e.pid} fd ${e.fd}`]);
+    }
     this.helperSndbuf = 2 * (socks.reduce((n, s) => n + (s.queue?.length ?? 0), 0) + (1 << 16));
   }
 
@@ -179,10 +182,10 @@ class Builder {
     return this.ctx.injector;
   }
 
-  /** How an error names a socket: by the fds the process had it at. */
+  /** How an error names a socket: by the fds the processes had it at. */
   what(s: Sock): string {
     if (s.file < 0) return `the stand-in for the closed peer ${showUnixName(s.name)}`;
-    return `fd ${(this.fdNumbers.get(s.file) ?? []).join(',') || '?'} (UNIX ${s.kind} socket ${showUnixName(s.name)})`;
+    return `${(this.fdNumbers.get(s.file) ?? []).join(', ') || 'fd ?'} (UNIX ${s.kind} socket ${showUnixName(s.name)})`;
   }
 
   peerOf(s: Sock): Sock {
@@ -369,7 +372,8 @@ class Builder {
     // A named receiver is addressed, so the sender need not be connected to it (yet); an unnamed one only has its peer.
     const to = r.kind === 'dgram' && r.name?.length ? this.address(r) : undefined;
     for (let done = 0; ; ) {
-      const n = injectSendmsg(this.inj, from, at + done, length - done, { ...(to ? { to } : {}), ...(creds?.pid ? { creds } : {}) });
+      // The image has pids as Ferry saw them; the kernel reads SCM_CREDENTIALS in the sender's pid namespace.
+      const n = injectSendmsg(this.inj, from, at + done, length - done, { ...(to ? { to } : {}), ...(creds?.pid ? { creds: { ...creds, pid: this.ctx.vpid(creds.pid) } } : {}) });
       done += n;
       if (done === length) return;
       if (r.kind !== 'stream') throw new Error(`the kernel took ${n} bytes of a ${length}-byte message`);
@@ -463,7 +467,41 @@ class Builder {
 const TIMESTAMP_OPTS = { SO_TIMESTAMP: SO.TIMESTAMP, SO_TIMESTAMPNS: SO.TIMESTAMPNS, SO_TIMESTAMP_NEW: SO.TIMESTAMP_NEW, SO_TIMESTAMPNS_NEW: SO.TIMESTAMPNS_NEW } as const;
 
 /**
- * Makes the UNIX sockets this process holds, in an order where each step
+ * `from` and every socket of the image tied to them, wherever they live:
+ * what one Builder must make together. Ties: peers (either way), a listener
+ * and the clients in its queue, stream and seqpacket sockets sharing a name
+ * (a listener and the connections it accepted, or a stand-in listener
+ * lending that name), a datagram and the socket bound to the name it came
+ * from, a closed peer's relative name and the socket lending it.
+ */
+function tiedGroup(all: Sock[], from: Sock[]): Sock[] {
+  const byIno = new Map(all.map((s) => [s.ino, s]));
+  const named = new Map<string, Sock[]>();
+  for (const s of all) {
+    const key = groupKey(s);
+    if (key) named.set(key, [...(named.get(key) ?? []), s]);
+  }
+  const pointedAt = new Map<number, Sock[]>();
+  for (const s of all) if (s.peer !== undefined) pointedAt.set(s.peer, [...(pointedAt.get(s.peer) ?? []), s]);
+  const waitingOn = new Map<number, Sock>();
+  for (const s of all) for (const c of s.pending ?? []) waitingOn.set(c, s);
+  const ties = (s: Sock): Array<Sock | undefined> => [
+    s.peer !== undefined ? byIno.get(s.peer) : undefined,
+    ...(pointedAt.get(s.ino) ?? []),
+    ...(s.pending ?? []).map((c) => byIno.get(c)),
+    waitingOn.get(s.ino),
+    ...(named.get(groupKey(s) ?? '') ?? []),
+    ...(s.queue?.messages ?? []).flatMap((m) => (s.kind === 'dgram' && m.from?.length ? all.filter((o) => o.kind === 'dgram' && sameUnixName(o.name, m.from)) : [])),
+    ...(s.state === 'peer-closed' && s.peerName?.length ? all.filter((o) => o.kind === s.kind && sameUnixName(o.name, s.peerName)) : []),
+  ];
+  const group = new Set(from);
+  for (const s of group) for (const t of ties(s)) if (t) group.add(t);
+  return all.filter((s) => group.has(s));
+}
+
+/**
+ * Makes the UNIX sockets this process holds that no earlier process made,
+ * with every socket of the image tied to them, in an order where each step
  * finds what it needs: listeners, connections (accepted ones while their
  * listener's queue is still empty), the clients still waiting in accept
  * queues, datagram pairs and the rest; then the queues, the datagram
@@ -473,8 +511,11 @@ const TIMESTAMP_OPTS = { SO_TIMESTAMP: SO.TIMESTAMP, SO_TIMESTAMPNS: SO.TIMESTAM
  */
 export async function restore(ctx: RestoreContext): Promise<void> {
   const held = new Set(ctx.image.entriesOf(FdEntry).filter((e) => e.pid === ctx.pid).map((e) => e.file));
-  const image = ctx.image.entriesOf(UnixSocketEntry).filter((s) => held.has(s.file) && !ctx.shared.homes.has(`file:${s.file}`));
-  if (!image.length) return;
+  const all = ctx.image.entriesOf(UnixSocketEntry);
+  // A group with a socket made by an earlier process was made whole there, so every socket of it has a home.
+  const mine = all.filter((s) => held.has(s.file) && !ctx.shared.homes.has(`file:${s.file}`));
+  if (!mine.length) return;
+  const image = tiedGroup(all, mine);
   const { socks, standIns } = withStandIns(image);
   const b = new Builder(ctx, socks);
   b.clearNames(image);

@@ -3,6 +3,14 @@ import fs from 'node:fs';
 import { Workload } from '../helpers/workload.js';
 import { useEngine, imageDir, checkpoint, restore } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
+import { socketpair, AF_UNIX, SOCK_TYPE } from '../../src/native/unix.js';
+import { close, socket } from '../../src/native/process.js';
+import { ImageReader } from '../../src/image/format.js';
+import { FdEntry } from '../../src/image/files.js';
+import { UnixSocketEntry } from '../../src/image/unix.js';
+import '../../src/image/all.js';
+
+const SOCK_CLOEXEC = 0o2000000;
 
 /** The processes of a tree, read from /proc: pid → [ppid, pgid, sid]. */
 function treeOf(root: number): Map<number, [number, number, number]> {
@@ -47,6 +55,52 @@ describe('process trees', function () {
   it('a fork tree streaming sequence numbers over pipes, with one shared file offset, comes back whole', async () => {
     const w = await Workload.start(engine.tracer, 'tree', ['2', '2']);
     assert.equal(await roundTripTree(w), 'PASS');
+  });
+
+  it('mixed: parents and children talking over pipes, stream and seqpacket socketpairs split between processes come back connected, gap-free', async () => {
+    const w = await Workload.start(engine.tracer, 'tree', ['2', '2', 'mixed']);
+    assert.equal(await roundTripTree(w), 'PASS');
+  });
+
+  it('a socket description every process of the tree inherited travels once and comes back as one socket in all of them', async () => {
+    const sock = socket(AF_UNIX, SOCK_TYPE.dgram | SOCK_CLOEXEC);
+    const w = await Workload.start(engine.tracer, 'tree', ['1', '2', 'mixed'], {}, { stdin: { fd: sock } }).finally(() => close(sock));
+    const pids = [...treeOf(w.pid).keys()];
+    const dir = imageDir();
+    await checkpoint(engine.tracer, w.pid, dir, { tree: true });
+    const image = await ImageReader.open(dir);
+    try {
+      const files = new Set(image.entriesOf(FdEntry).filter((e) => e.fd === 0).map((e) => e.file));
+      assert.equal(files.size, 1, 'fd 0 of every process is one description');
+      assert.equal(image.entriesOf(UnixSocketEntry).filter((s) => files.has(s.file)).length, 1, 'dumped once');
+    } finally {
+      await image.close();
+    }
+    await restore(engine.tracer, dir);
+    const links = new Set(pids.map((pid) => fs.readlinkSync(`/proc/${pid}/fd/0`)));
+    assert.equal(links.size, 1, `fd 0 is one socket again: ${[...links].join(' ')}`);
+    assert.match([...links][0]!, /^socket:/);
+    assert.equal(await w.finish(), 'PASS');
+  });
+
+  it('a socket every process of the tree holds, connected to one outside it: refused naming the pid and fd; the tree runs on', async () => {
+    const [theirs, ours] = socketpair(SOCK_TYPE.stream | SOCK_CLOEXEC);
+    try {
+      const w = await Workload.start(engine.tracer, 'tree', ['1', '2', 'mixed'], {}, { stdin: { fd: theirs } }).finally(() => close(theirs));
+      await assert.rejects(checkpoint(engine.tracer, w.pid, imageDir(), { tree: true }), (e: Error & { refusals?: Array<{ pid: number; resource: string; reason: string }> }) => {
+        assert.equal(e.name, 'CheckpointRefused');
+        const r = e.refusals?.find((x) => x.pid === w.pid && x.resource === 'fd 0');
+        assert.ok(r, `a refusal for fd 0 of pid ${w.pid} in: ${e.message}`);
+        assert.match(r.reason, new RegExp(`connected to socket:\\[\\d+\\] in pid ${process.pid} fd ${ours}, outside the checkpoint`));
+        // Sharing it inside the tree is fine; only the peer outside is the problem.
+        assert.ok(!e.refusals?.some((x) => /also open in/.test(x.reason)), e.message);
+        return true;
+      });
+      await waitFor('the tree to keep running', () => fs.existsSync(`/proc/${w.pid}`));
+      assert.equal(await w.finish(), 'PASS');
+    } finally {
+      close(ours);
+    }
   });
 
   it('sessions and process groups, and an orphan reparented to a subreaper, keep their places', async () => {
