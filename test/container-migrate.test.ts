@@ -45,12 +45,17 @@ describe('containers: migrate checkpoint <name> and restore', function () {
   const saved = { state: process.env['FERRY_STATE_DIR'], cgroup: process.env['FERRY_CGROUP_PARENT'] };
   let stateDir: string;
   let imageRoot: string;
+  /** Where the workloads run from: a container's private /tmp hides the host's, where this checkout may live. */
+  let binDir: string;
 
   before(() => {
     // Containers started by the CLI come back to us when it exits, so we can reap them.
     becomeChildSubreaper();
     stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-migrate-state-'));
     imageRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-migrate-images-'));
+    binDir = fs.mkdtempSync('/var/tmp/ferry-migrate-bin-');
+    for (const w of ['counter', 'session', 'tree']) fs.copyFileSync(workloadBin(w), path.join(binDir, w));
+    for (const w of ['counter', 'session', 'tree']) fs.chmodSync(path.join(binDir, w), 0o755);
     process.env['FERRY_STATE_DIR'] = stateDir;
     process.env['FERRY_CGROUP_PARENT'] = CGROUP_PARENT;
   });
@@ -82,6 +87,7 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     }
     fs.rmSync(stateDir, { recursive: true, force: true });
     fs.rmSync(imageRoot, { recursive: true, force: true });
+    fs.rmSync(binDir, { recursive: true, force: true });
     for (const [key, value] of [['FERRY_STATE_DIR', saved.state], ['FERRY_CGROUP_PARENT', saved.cgroup]] as const) {
       if (value === undefined) delete process.env[key];
       else process.env[key] = value;
@@ -89,7 +95,7 @@ describe('containers: migrate checkpoint <name> and restore', function () {
   });
 
   async function runWorkload(name: string, workload: string, args: string[] = []): Promise<number> {
-    assertOk(await migrate(['run', name, '--hostname', `${name}-host`, '--', workloadBin(workload), '/tmp/result', ...args]));
+    assertOk(await migrate(['run', name, '--hostname', `${name}-host`, '--', path.join(binDir, workload), '/tmp/result', ...args]));
     const pid = readState(name)!.pid;
     await waitFor(`${workload} in ${name} to report READY`, () => fs.existsSync(`/proc/${pid}/root/tmp/result.ready`));
     return pid;
