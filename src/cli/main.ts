@@ -34,7 +34,7 @@ export async function main(argv: readonly string[]): Promise<void> {
 function buildProgram(): Command {
   const program = new Command('migrate');
   program
-    .description('Ferry: live migration of Linux processes and containers')
+    .description('Ferry: checkpoint and restore of Linux processes, process trees and containers (live migration between hosts comes next)')
     .version(packageVersion(), '-V, --version', 'print the version')
     .option('--json', 'print results and errors as one JSON object on stdout')
     .helpOption('-h, --help', 'show help')

@@ -19,7 +19,7 @@ const messages: Record<string, string> = {
   EINTR: 'interrupted system call', EIO: 'input/output error', EBADF: 'bad file descriptor',
   ECHILD: 'no child processes', EAGAIN: 'resource temporarily unavailable', ENOMEM: 'out of memory',
   EACCES: 'permission denied', EFAULT: 'bad address', EBUSY: 'device or resource busy',
-  EEXIST: 'already exists', EINVAL: 'invalid argument', ENOSYS: 'function not implemented',
+  EEXIST: 'already exists', EINVAL: 'invalid argument', ENOSYS: 'no such system call',
   ENOTTY: 'inappropriate ioctl', ESPIPE: 'illegal seek', EOPNOTSUPP: 'operation not supported',
   EADDRINUSE: 'address in use', ENOSPC: 'no space left on device',
 };
