@@ -16,6 +16,7 @@ import { workloadBin } from './helpers/paths.js';
 import { waitFor } from './helpers/wait.js';
 
 const CGROUP_PARENT = `ferry-test-migrate-${process.pid}`;
+const WORKLOADS = ['counter', 'session', 'tree', 'unsupported'];
 const CONTROLLERS: Controller[] = ['memory', 'cpu'];
 
 function assertOk(result: CliResult): void {
@@ -54,8 +55,8 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-migrate-state-'));
     imageRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-migrate-images-'));
     binDir = fs.mkdtempSync('/var/tmp/ferry-migrate-bin-');
-    for (const w of ['counter', 'session', 'tree']) fs.copyFileSync(workloadBin(w), path.join(binDir, w));
-    for (const w of ['counter', 'session', 'tree']) fs.chmodSync(path.join(binDir, w), 0o755);
+    for (const w of WORKLOADS) fs.copyFileSync(workloadBin(w), path.join(binDir, w));
+    for (const w of WORKLOADS) fs.chmodSync(path.join(binDir, w), 0o755);
     process.env['FERRY_STATE_DIR'] = stateDir;
     process.env['FERRY_CGROUP_PARENT'] = CGROUP_PARENT;
   });
@@ -188,6 +189,28 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     assertOk(await migrate(['restore', '-D', dir]));
     assert.deepEqual(pidsInside(pid), before);
     assert.equal(await verdict(pid), 'PASS');
+  });
+
+  it('refuses a container that holds something unsupported, naming the process and the resource, and leaves it running', async () => {
+    const pid = await runWorkload('mig4', 'unsupported', ['inotify']);
+    const dir = path.join(imageRoot, 'mig4');
+    const refused = await migrate(['--json', 'checkpoint', 'mig4', '-D', dir]);
+    assert.equal(refused.status, 4, refused.stdout + refused.stderr);
+    const refusals = jsonOf<{ error: { refusals: Array<{ pid: number; resource: string; reason: string }> } }>(refused).error.refusals;
+    assert.ok(refusals.some((r) => r.pid === pid && r.resource === 'fd 40' && /inotify/.test(r.reason)), JSON.stringify(refusals));
+    assert.ok(!fs.existsSync(dir), 'no image');
+    assert.equal((await ps()).find((c) => c.name === 'mig4')?.state, 'running', 'thawed and running');
+    assert.equal(await verdict(pid), 'PASS');
+  });
+
+  it('refuses a container whose IPC namespace holds System V objects, and leaves it running', async () => {
+    assertOk(await migrate(['run', 'mig5', '--', '/bin/sh', '-c', 'ipcmk -M 4096 >/dev/null && echo made > /tmp/ready && exec sleep 3600']));
+    const pid = readState('mig5')!.pid;
+    await waitFor('the shared memory segment', () => fs.existsSync(`/proc/${pid}/root/tmp/ready`));
+    const refused = await migrate(['checkpoint', 'mig5', '-D', path.join(imageRoot, 'mig5')]);
+    assert.equal(refused.status, 4, refused.stdout + refused.stderr);
+    assert.match(refused.stderr, /container mig5: System V shm: its IPC namespace holds 1 System V shm object/);
+    assert.equal((await ps()).find((c) => c.name === 'mig5')?.state, 'running');
   });
 
   it('refuses a container name it does not know', async () => {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { cString } from './libc.js';
 import { Sys } from './syscalls.js';
 import { readLink } from './proc.js';
+import { open, close, setns, OpenFlags } from './process.js';
 import type { Injector } from './inject.js';
 
 /** CLONE_NEW* flags. CLONE_NEWTIME (0x80) overlaps the exit-signal byte of clone(2), so only clone3 and unshare take it. */
@@ -88,16 +89,45 @@ export function pathInRoot(pid: number, p: string): string {
   return `/proc/${pid}/root${p.startsWith('/') ? p : `/${p}`}`;
 }
 
-/** The System V IPC objects of a process's IPC namespace (through its own /proc), by kind. */
-export function sysvIpcObjects(pid: number): Record<'shm' | 'sem' | 'msg', number> {
-  const count = (kind: string): number => {
+const CLONE_NEWIPC = 0x08000000;
+
+/**
+ * Runs `fn` with this thread in the IPC namespace of `pid`, then puts it
+ * back. /proc/sysvipc lists the objects of the reader's namespace, whatever
+ * procfs mount it is read through, so only a reader inside sees a
+ * container's objects. setns changes the calling thread only.
+ */
+function inIpcNamespaceOf<T>(pid: number, fn: () => T): T {
+  const ours = open('/proc/thread-self/ns/ipc', OpenFlags.O_RDONLY);
+  try {
+    const theirs = open(`/proc/${pid}/ns/ipc`, OpenFlags.O_RDONLY);
     try {
-      return fs.readFileSync(pathInRoot(pid, `/proc/sysvipc/${kind}`), 'utf8').trim().split('\n').length - 1;
-    } catch {
-      return 0;
+      setns(theirs, CLONE_NEWIPC);
+    } finally {
+      close(theirs);
     }
-  };
-  return { shm: count('shm'), sem: count('sem'), msg: count('msg') };
+    try {
+      return fn();
+    } finally {
+      setns(ours, CLONE_NEWIPC);
+    }
+  } finally {
+    close(ours);
+  }
+}
+
+/** The System V IPC objects of a process's IPC namespace, by kind. */
+export function sysvIpcObjects(pid: number): Record<'shm' | 'sem' | 'msg', number> {
+  return inIpcNamespaceOf(pid, () => {
+    const count = (kind: string): number => {
+      try {
+        return fs.readFileSync(`/proc/sysvipc/${kind}`, 'utf8').trim().split('\n').length - 1;
+      } catch {
+        return 0;
+      }
+    };
+    return { shm: count('shm'), sem: count('sem'), msg: count('msg') };
+  });
 }
 
 /** The network interfaces of a process's network namespace. */
