@@ -49,7 +49,3 @@ export class ImageError extends Error {
     this.offset = details.offset;
   }
 }
-
-export function isImageError(e: unknown, reason?: ImageErrorReason): e is ImageError {
-  return e instanceof ImageError && (reason === undefined || e.reason === reason);
-}

@@ -153,15 +153,3 @@ export function unpackPageRuns(packed: PackedPageRuns): PageRun[] {
   }
   return runs;
 }
-
-/**
- * Walks a run list in address order: `fn(page, run)` is called with the index
- * of the run's first page (0 = the start of the range).
- */
-export function forEachPageRun(runs: readonly PageRun[], fn: (page: number, run: PageRun) => void): void {
-  let page = 0;
-  for (const r of runs) {
-    fn(page, r);
-    page += r.pages;
-  }
-}

@@ -24,13 +24,6 @@ export function syscall(call: string, nr: number, a1: Arg = 0, a2: Arg = 0, a3: 
   return Number(r);
 }
 
-/** Like syscall() but returns the full 64-bit result (addresses above 2^53 are not expected in user space, but results like mmap's are kept exact). */
-export function syscallBig(call: string, nr: number, a1: Arg = 0, a2: Arg = 0, a3: Arg = 0, a4: Arg = 0, a5: Arg = 0, a6: Arg = 0): bigint {
-  const r = BigInt(rawSyscall(nr, a1, a2, a3, a4, a5, a6) as number | bigint);
-  if (r === -1n) throw new NativeError(call, koffi.errno());
-  return r;
-}
-
 /**
  * Buffers whose address was handed out. A raw address does not keep its
  * Buffer alive: V8 may collect a buffer nobody refers to any more while the

@@ -65,13 +65,6 @@ export function getEventMsg(pid: number): bigint {
   return out.readBigUInt64LE(0);
 }
 
-/** siginfo_t is 128 bytes; returned raw, parse with parseSiginfo(). */
-export function getSiginfo(pid: number): Buffer {
-  const out = Buffer.alloc(128);
-  ptrace(PTRACE.GETSIGINFO, pid, 0, addressOf(out));
-  return out;
-}
-
 function regsetIovec(buf: Buffer): Buffer {
   const iov = Buffer.alloc(16);
   iov.writeBigUInt64LE(addressOf(buf), 0);

@@ -3,7 +3,7 @@ import { spawn, kill, type SpawnOptions } from './process.js';
 import { attachAndStop, detach, type AttachOptions } from './attach.js';
 import { Injector } from './inject.js';
 import { Husk } from './husk.js';
-import { getRegs } from './ptrace.js';
+import { getRegs, getSeccompFilter } from './ptrace.js';
 import { reap, type WaitStatus } from './wait.js';
 import { readMemory } from './memory.js';
 
@@ -53,6 +53,10 @@ export const coreOps: Record<string, Op> = {
   attach: (_ctx, pid: number, options: AttachOptions) => attachAndStop(pid, options),
   detach: (_ctx, pid: number) => detach(pid),
   regs: (_ctx, pid: number) => getRegs(pid).toJSON(),
+  seccompFilter: (_ctx, pid: number, index: number) => {
+    const f = getSeccompFilter(pid, index);
+    return f ? new Uint8Array(f) : null;
+  },
   inject: (_ctx, pid: number, calls: InjectedCall[]) => {
     const inj = new Injector(pid);
     try {

@@ -75,11 +75,6 @@ export function parkFd(ctx: RestoreContext, fd: number): number {
   return parked;
 }
 
-export function closeParkedFd(ctx: RestoreContext, fd: number): void {
-  ctx.injector.call('close', Sys.close, fd);
-  ctx.parkedFds.delete(fd);
-}
-
 /** Opens a path inside the husk; returns the husk's fd. */
 export function openInHusk(ctx: RestoreContext, path: string, flags: number, mode = 0): number {
   const inj = ctx.injector;

@@ -4,6 +4,7 @@ import { pidfdOpen, pidfdGetfd, pidfdSendSignal, close, prlimit, setns, socket, 
 import { NativeError } from '../../src/native/errors.js';
 import { Tracer } from '../../src/native/tracer.js';
 import { Workload } from '../helpers/workload.js';
+import { waitFor } from '../helpers/wait.js';
 
 const AF_INET = 2;
 const SOCK_STREAM = 1;
@@ -72,6 +73,29 @@ describe('native bindings', function () {
       assert.equal(pending.readInt32LE(0), 0);
     } finally {
       close(fd);
+    }
+  });
+
+  it('PTRACE_SECCOMP_GET_FILTER reads back the filter a process installed', async () => {
+    // One instruction: BPF_RET SECCOMP_RET_ALLOW.
+    const probe = `import ctypes, struct, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+allow = ctypes.create_string_buffer(struct.pack('<HBBI', 0x06, 0, 0, 0x7fff0000))
+prog = ctypes.create_string_buffer(struct.pack('<HxxxxxxQ', 1, ctypes.addressof(allow)))
+if libc.prctl(38, 1, None, 0, 0) or libc.prctl(22, 2, prog, 0, 0): raise OSError(ctypes.get_errno(), 'seccomp')
+time.sleep(3600)`;
+    const pid = await tracer.call<number>('spawn', '/usr/bin/python3', { argv: ['python3', '-c', probe] });
+    try {
+      await waitFor('the probe to install its filter', () => /^Seccomp:\s*2$/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')));
+      await tracer.call('attach', pid, {});
+      const filter = Buffer.from(await tracer.call<Uint8Array>('seccompFilter', pid, 0));
+      assert.deepEqual([filter.length, filter.readUInt16LE(0), filter.readUInt32LE(4)], [8, 0x06, 0x7fff0000]);
+      assert.equal(await tracer.call('seccompFilter', pid, 1), null, 'only one filter');
+      await tracer.call('detach', pid);
+    } finally {
+      await tracer.call('kill', pid, 9);
+      await tracer.call('reap', pid, 5000);
     }
   });
 
