@@ -124,9 +124,19 @@ describe('real programs checkpointed and restored mid-loop', function () {
 
   const logLines = () => (fs.existsSync(path.join(dir, 'log')) ? fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n') : []);
 
+  /** A wait that fails says what the program had logged and printed by then. */
+  async function explained(wait: Promise<void>): Promise<void> {
+    try {
+      await wait;
+    } catch (e) {
+      const err = fs.existsSync(path.join(dir, 'err')) ? fs.readFileSync(path.join(dir, 'err'), 'utf8') : '';
+      throw new Error(`${(e as Error).message}; pid ${pid} ${pid && fs.existsSync(`/proc/${pid}`) ? 'alive' : 'gone'}; log: ${logLines().slice(-5).join(' | ')}; stderr: ${err.slice(-500)}`);
+    }
+  }
+
   async function run(program: string, argv: string[], beforeCheckpoint?: (pid: number) => void, afterRestore?: (pid: number) => void, tree = false): Promise<string[]> {
     pid = await tracer.call<number>('spawn', program, { argv, cwd: dir, stdout: { path: path.join(dir, 'out') }, stderr: { path: path.join(dir, 'err') } });
-    await waitFor('the program to log twice', () => logLines().length >= 2);
+    await explained(waitFor('the program to log twice', () => logLines().length >= 2, 30_000));
     beforeCheckpoint?.(pid);
     const image = imageDir();
     await checkpoint(tracer, pid, image, { tree });
@@ -134,7 +144,7 @@ describe('real programs checkpointed and restored mid-loop', function () {
     const r = await restore(tracer, image);
     assert.equal(r.pid, pid);
     afterRestore?.(pid);
-    await waitFor('the restored program to log three more times', () => logLines().length >= atCheckpoint + 3);
+    await explained(waitFor('the restored program to log three more times', () => logLines().length >= atCheckpoint + 3, 30_000));
     fs.writeFileSync(path.join(dir, 'stop'), '');
     const end = await tracer.call<{ kind: string; code?: number }>('reap', pid, 10_000);
     pid = 0;
