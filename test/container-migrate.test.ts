@@ -23,6 +23,11 @@ function assertOk(result: CliResult): void {
   assert.equal(result.status, 0, `exit ${result.status}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
 }
 
+/** CLOCK_BOOTTIME as the process sees it (in its time namespace), in seconds. */
+function uptimeInside(pid: number): number {
+  return Number(execFileSync('nsenter', ['--time', '-t', String(pid), 'cat', '/proc/uptime']).toString().split(' ')[0]);
+}
+
 /** Every process of the container: host pid → pid inside, from /proc. */
 function pidsInside(init: number): Map<number, number> {
   const out = new Map<number, number>();
@@ -149,8 +154,14 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     fs.writeFileSync(`/proc/${pid}/root/tmp/kept`, 'written before the checkpoint\n');
     const dir = path.join(imageRoot, 'mig1');
 
+    const hostBoot = () => Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+    const uptimeBefore = uptimeInside(pid);
+    const hostBefore = hostBoot();
     const ck = await checkpointReaping(['--json', 'checkpoint', 'mig1', '-D', dir], pid);
     assertOk(ck);
+    // Downtime the container must not see: the host's clocks move on by 1.5 s before it comes back.
+    const downFrom = hostBoot();
+    await waitFor('1.5 s of downtime to pass', () => hostBoot() - downFrom >= 1.5);
     assert.deepEqual(jsonOf<CheckpointSummary>(ck).pids, [pid]);
     assert.ok(!fs.existsSync(`/proc/${pid}`), 'the container ended with the checkpoint');
     assert.equal((await ps()).find((c) => c.name === 'mig1')?.state, 'exited');
@@ -161,6 +172,11 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     assert.equal(restored.pid, pid);
     assert.equal(restored.container?.name, 'mig1');
     assert.deepEqual(nsPids(pid).slice(-1), [1], 'the init is pid 1 of its namespace again');
+    const uptimeAfter = uptimeInside(pid);
+    const hostAfter = hostBoot();
+    // Everything between the freeze and the restore (at least the 1.5 s) is hidden from the container; the rest it lived through.
+    assert.ok(uptimeAfter >= uptimeBefore, `CLOCK_BOOTTIME went back inside: ${uptimeBefore} -> ${uptimeAfter}`);
+    assert.ok(uptimeAfter - uptimeBefore <= hostAfter - hostBefore - 1.5 + 0.05, `the container saw the downtime: inside ${uptimeBefore} -> ${uptimeAfter}, host ${hostBefore} -> ${hostAfter}`);
     assert.equal(execFileSync('nsenter', ['-u', '-t', String(pid), 'hostname']).toString().trim(), 'mig1-host');
     assert.equal(fs.readFileSync(`/proc/${pid}/root/tmp/kept`, 'utf8'), 'written before the checkpoint\n');
     const listed = (await ps()).find((c) => c.name === 'mig1');

@@ -3,6 +3,8 @@ import { defineEntry, type Entry } from './entry.js';
 import { PageSegment } from './memory.js';
 import { Pid } from './fields.js';
 
+const Time = z.strictObject({ sec: z.number().int(), nsec: z.number().int().min(0).max(999_999_999) });
+
 /**
  * A container (`migrate run`): what its namespaces and cgroup held that is
  * not part of any process. Pids elsewhere in the image are the host's; this
@@ -20,6 +22,8 @@ export const ContainerEntry = defineEntry(
     cwd: z.string(),
     env: z.record(z.string(), z.string()),
     limits: z.strictObject({ memoryBytes: z.number().int().positive().nullable(), cpus: z.number().positive().nullable() }),
+    /** CLOCK_MONOTONIC and CLOCK_BOOTTIME as the container read them while frozen: a restore continues them from there. */
+    clocks: z.strictObject({ monotonic: Time, boottime: Time }),
     /** [host pid, pid inside] of every process and thread. */
     pids: z.array(z.tuple([Pid, Pid])),
   }),

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { cString } from './libc.js';
+import { cString, syscall, addressOf } from './libc.js';
 import { Sys } from './syscalls.js';
 import { readLink } from './proc.js';
 import { open, close, setns, OpenFlags } from './process.js';
@@ -191,4 +191,51 @@ export function writeTreeNodeIn(pid: number, dir: string, node: TreeNode, conten
   else fs.writeFileSync(full, contents ?? Buffer.alloc(0), { mode: node.mode });
   fs.lchownSync(full, node.uid, node.gid);
   if (node.type !== 'symlink') fs.chmodSync(full, node.mode);
+}
+
+export const CLOCK_MONOTONIC = 1;
+export const CLOCK_BOOTTIME = 7;
+
+export interface Timespec {
+  sec: number;
+  nsec: number;
+}
+
+/** a + b (b may be negative), normalized. */
+export function addTime(a: Timespec, b: Timespec): Timespec {
+  const ns = BigInt(a.sec) * 1_000_000_000n + BigInt(a.nsec) + BigInt(b.sec) * 1_000_000_000n + BigInt(b.nsec);
+  const sec = ns >= 0n ? ns / 1_000_000_000n : -((-ns + 999_999_999n) / 1_000_000_000n);
+  return { sec: Number(sec), nsec: Number(ns - sec * 1_000_000_000n) };
+}
+
+/** a - b, normalized. */
+export function subTime(a: Timespec, b: Timespec): Timespec {
+  return addTime(a, { sec: -b.sec - (b.nsec ? 1 : 0), nsec: b.nsec ? 1_000_000_000 - b.nsec : 0 });
+}
+
+/** A clock as this thread (the host's time namespace) reads it. */
+export function clockGettime(clock: number): Timespec {
+  const out = Buffer.alloc(16);
+  syscall(`clock_gettime(${clock})`, Sys.clock_gettime, clock, addressOf(out));
+  return { sec: Number(out.readBigInt64LE(0)), nsec: Number(out.readBigInt64LE(8)) };
+}
+
+/** How far a process's time namespace sets CLOCK_MONOTONIC and CLOCK_BOOTTIME from the host's. */
+export function timeOffsets(pid: number): { monotonic: Timespec; boottime: Timespec } {
+  const out = { monotonic: { sec: 0, nsec: 0 }, boottime: { sec: 0, nsec: 0 } };
+  for (const line of fs.readFileSync(`/proc/${pid}/timens_offsets`, 'utf8').split('\n')) {
+    const [name, sec, nsec] = line.trim().split(/\s+/);
+    if (name === 'monotonic' || name === 'boottime') out[name] = { sec: Number(sec), nsec: Number(nsec) };
+  }
+  return out;
+}
+
+/**
+ * Sets the offsets of the time namespace `pid`'s children will be born in
+ * (after it called unshare(CLONE_NEWTIME)); the kernel takes them only
+ * while no task has entered that namespace yet.
+ */
+export function setTimeOffsetsForChildren(pid: number, offsets: { monotonic: Timespec; boottime: Timespec }): void {
+  const text = `monotonic ${offsets.monotonic.sec} ${offsets.monotonic.nsec}\nboottime ${offsets.boottime.sec} ${offsets.boottime.nsec}\n`;
+  fs.writeFileSync(`/proc/${pid}/timens_offsets`, text);
 }

@@ -18,7 +18,7 @@ export const Sys = {
   set_tid_address: 218, restart_syscall: 219, timer_create: 222, timer_settime: 223,
   timer_gettime: 224, clock_gettime: 228, clock_nanosleep: 230, exit_group: 231,
   epoll_wait: 232, epoll_ctl: 233, tgkill: 234, openat: 257, mkdirat: 258, unlinkat: 263,
-  ppoll: 271, set_robust_list: 273, get_robust_list: 274, tee: 276, signalfd4: 289,
+  ppoll: 271, unshare: 272, set_robust_list: 273, get_robust_list: 274, tee: 276, signalfd4: 289,
   eventfd2: 290, timerfd_create: 283, timerfd_settime: 286, timerfd_gettime: 287,
   epoll_create1: 291, dup3: 292, pipe2: 293, rt_tgsigqueueinfo: 297, prlimit64: 302,
   setns: 308, process_vm_readv: 310, process_vm_writev: 311, kcmp: 312, memfd_create: 319,

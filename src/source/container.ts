@@ -1,5 +1,5 @@
 import { listThreads, nsPids } from '../native/proc.js';
-import { listTreeIn, mqueueNames, netInterfaces, readFileIn, sysvIpcObjects } from '../native/namespaces.js';
+import { CLOCK_BOOTTIME, CLOCK_MONOTONIC, addTime, clockGettime, listTreeIn, mqueueNames, netInterfaces, readFileIn, sysvIpcObjects, timeOffsets, type Timespec } from '../native/namespaces.js';
 import { ContainerEntry, TmpfsFileEntry } from '../image/container.js';
 import { countPageRuns, packPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
@@ -48,9 +48,16 @@ export function dump(image: ImageWriter, state: ContainerState, pids: number[]):
       cwd: state.cwd,
       env: state.env,
       limits: state.limits,
+      clocks: clocksInside(state.pid),
       pids: pairs,
     }),
   );
+}
+
+/** The container's clocks now: the host's plus its time namespace's offsets. */
+function clocksInside(pid: number): { monotonic: Timespec; boottime: Timespec } {
+  const offsets = timeOffsets(pid);
+  return { monotonic: addTime(clockGettime(CLOCK_MONOTONIC), offsets.monotonic), boottime: addTime(clockGettime(CLOCK_BOOTTIME), offsets.boottime) };
 }
 
 /** The container's private /tmp, file by file, parents first. Contents go to pages.bin; zero pages are counted. */

@@ -1,5 +1,6 @@
 import { Sys } from '../native/syscalls.js';
-import { bringUpLoopbackIn, setHostnameIn, writeTreeNodeIn } from '../native/namespaces.js';
+import { CLOCK_BOOTTIME, CLOCK_MONOTONIC, CLONE_NEW, bringUpLoopbackIn, clockGettime, setHostnameIn, setTimeOffsetsForChildren, subTime, writeTreeNodeIn } from '../native/namespaces.js';
+import type { Husk } from '../native/husk.js';
 import { MS, mountIn, pivotRootIn } from '../native/mount.js';
 import type { Injector } from '../native/inject.js';
 import type { Cgroup } from '../native/cgroup.js';
@@ -17,8 +18,28 @@ export function containerOf(image: ImageReader): ContainerEntry | null {
   return image.entriesOf(ContainerEntry)[0] ?? null;
 }
 
-/** The clone flags of a container's init: the same namespaces `migrate run` gives it. */
-export const CONTAINER_CLONE_FLAGS = CONTAINER_NAMESPACES;
+/**
+ * The clone flags of a container's init: the namespaces `migrate run` gives
+ * it, but the time namespace, which the first husk makes beforehand (see
+ * prepareClocks).
+ */
+export const CONTAINER_CLONE_FLAGS = CONTAINER_NAMESPACES & ~CLONE_NEW.TIME;
+
+/**
+ * Makes the time namespace the container's init is born into, with offsets
+ * that continue CLOCK_MONOTONIC and CLOCK_BOOTTIME from where the container
+ * read them at the checkpoint: however long it was away and whatever this
+ * host's uptime, its clocks neither jump back nor forward. The kernel takes
+ * offsets only before a task enters the namespace, hence unshare in the
+ * first husk (its children enter it) and the offsets written right away.
+ */
+export function prepareClocks(first: Husk, c: ContainerEntry): void {
+  first.injector.call('unshare(CLONE_NEWTIME)', Sys.unshare, CLONE_NEW.TIME);
+  setTimeOffsetsForChildren(first.pid, {
+    monotonic: subTime(c.clocks.monotonic, clockGettime(CLOCK_MONOTONIC)),
+    boottime: subTime(c.clocks.boottime, clockGettime(CLOCK_BOOTTIME)),
+  });
+}
 
 /** Host pid → the pid the container sees, for every process and thread. */
 export function pidMap(c: ContainerEntry): (hostPid: number) => number {

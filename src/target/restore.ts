@@ -118,6 +118,7 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
       first = Husk.spawn(base, 10_000, base + SCRATCH_OFFSET);
       // Born in the container's cgroup, so nothing restored ever runs outside it.
       if (cgroup) addProcess(cgroup, first.pid);
+      if (box) container.prepareClocks(first, box);
       husks = buildTree(first, order, { vpid, rootFlags: box ? container.CONTAINER_CLONE_FLAGS : 0 });
       const init = husks.get(order[0]!.entry.pid)!;
       if (box) container.setupNamespaces(init.injector, box);
