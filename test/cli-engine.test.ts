@@ -2,33 +2,21 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ExitCode } from '../src/cli/exit-codes.js';
-import { Tracer } from '../src/native/tracer.js';
 import type { CheckpointSummary } from '../src/source/checkpoint.js';
 import type { RestoreSummary } from '../src/target/restore.js';
 import { checkpointWithCli, finishAdopted, jsonOf, migrate } from './helpers/cli.js';
-import { cleanupImages, imageDir } from './helpers/engine.js';
+import { imageDir, useTracer } from './helpers/engine.js';
 import { Workload } from './helpers/workload.js';
 
 describe('migrate checkpoint, restore and inspect on a running process', function () {
-  // Only spawns, signals and reaps workloads: the CLI does the checkpoints and restores in its own tracer.
-  let tracer: Tracer;
-
-  before(async () => {
-    tracer = await Tracer.start();
-  });
-  after(async () => {
-    await tracer.close();
-  });
-  afterEach(async () => {
-    await Workload.cleanupAll();
-    cleanupImages();
-  });
+  // Only spawns, signals and reaps workloads: the CLI does the checkpoints and restores in its own session.tracer.
+  const session = useTracer();
 
   it('checkpoint --json ends the process and reports the image; restore brings it back, and it outlives the CLI', async () => {
-    const w = await Workload.start(tracer, 'counter');
+    const w = await Workload.start(session.tracer, 'counter');
     const dir = imageDir();
 
-    const checkpointed = await checkpointWithCli(tracer, w, ['-D', dir, '--json']);
+    const checkpointed = await checkpointWithCli(session.tracer, w, ['-D', dir, '--json']);
     assert.equal(checkpointed.status, ExitCode.Ok, checkpointed.stdout + checkpointed.stderr);
     const summary = jsonOf<CheckpointSummary>(checkpointed);
     assert.equal(summary.pid, w.pid);
@@ -50,11 +38,11 @@ describe('migrate checkpoint, restore and inspect on a running process', functio
     assert.ok(restoreMs > 0);
     assert.ok(w.alive(), 'the restored process is running after `migrate restore` has exited');
     assert.equal(w.result(), '', 'no verdict before SIGTERM');
-    assert.equal(await finishAdopted(tracer, w), 'PASS');
+    assert.equal(await finishAdopted(session.tracer, w), 'PASS');
   });
 
   it('checkpoint --leave-running prints a summary and the process carries on', async () => {
-    const w = await Workload.start(tracer, 'counter');
+    const w = await Workload.start(session.tracer, 'counter');
     const dir = imageDir();
     const result = await migrate(['checkpoint', String(w.pid), '-D', dir, '--leave-running']);
     assert.equal(result.status, ExitCode.Ok, result.stderr);
@@ -65,7 +53,7 @@ describe('migrate checkpoint, restore and inspect on a running process', functio
   });
 
   it('inspect says a plain process can be checkpointed, and leaves it alone', async () => {
-    const w = await Workload.start(tracer, 'counter');
+    const w = await Workload.start(session.tracer, 'counter');
     const human = await migrate(['inspect', String(w.pid)]);
     assert.equal(human.status, ExitCode.Ok, human.stderr);
     assert.equal(human.stdout, `pid ${w.pid} can be checkpointed\n`);

@@ -15,6 +15,9 @@ export const O_PATH = 0o10000000;
 /** O_TMPFILE includes O_DIRECTORY, as the kernel wants it. */
 export const O_TMPFILE = 0o20200000;
 
+/** socket()'s close-on-exec type flag: the same bit as O_CLOEXEC. */
+export const SOCK_CLOEXEC = O_CLOEXEC;
+
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const PROT_EXEC = 4;

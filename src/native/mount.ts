@@ -10,8 +10,6 @@ import { Sys } from './syscalls.js';
 import { readProcFile } from './proc.js';
 import type { Injector } from './inject.js';
 
-/** Syscalls of this module that Sys does not list yet (arch/x86/entry/syscalls/syscall_64.tbl). */
-const NR = { pivot_root: 155, mount: 165, umount2: 166, mknodat: 259, symlinkat: 266, mount_setattr: 442 } as const;
 
 export const MS = {
   RDONLY: 0x1, NOSUID: 0x2, NODEV: 0x4, NOEXEC: 0x8, REMOUNT: 0x20, BIND: 0x1000,
@@ -91,7 +89,7 @@ export interface MountRequest {
 /** mount(2) in the task. */
 export function mountIn(inj: Injector, m: MountRequest): void {
   withStrings(inj, [m.source ?? null, m.target, m.fsType ?? null, m.data ?? null], ([src, target, type, data]) =>
-    inj.call(`mount(${m.fsType ?? m.source ?? ''} on ${m.target})`, NR.mount, src!, target!, type!, m.flags ?? 0, data!),
+    inj.call(`mount(${m.fsType ?? m.source ?? ''} on ${m.target})`, Sys.mount, src!, target!, type!, m.flags ?? 0, data!),
   );
 }
 
@@ -102,7 +100,7 @@ export function mountIn(inj: Injector, m: MountRequest): void {
  */
 export function detachIn(inj: Injector, target: string): boolean {
   return withStrings(inj, [target], ([path]) => {
-    const r = inj.callRaw(NR.umount2, path!, MNT_DETACH);
+    const r = inj.callRaw(Sys.umount2, path!, MNT_DETACH);
     if (r === BigInt(-Errno.EINVAL)) return false;
     if (r < 0n) throw new NativeError(`umount2(${target}, MNT_DETACH) (injected into ${inj.pid})`, Number(-r));
     return true;
@@ -115,7 +113,7 @@ export function makeReadOnlyIn(inj: Injector, target: string): void {
     const attr = Buffer.alloc(MOUNT_ATTR_SIZE);
     attr.writeBigUInt64LE(BigInt(MOUNT_ATTR_RDONLY), 0);
     const attrAddr = inj.put(attr);
-    inj.call(`mount_setattr(${target}, AT_RECURSIVE, MOUNT_ATTR_RDONLY)`, NR.mount_setattr, AT_FDCWD, path!, AT_RECURSIVE, attrAddr, MOUNT_ATTR_SIZE);
+    inj.call(`mount_setattr(${target}, AT_RECURSIVE, MOUNT_ATTR_RDONLY)`, Sys.mount_setattr, AT_FDCWD, path!, AT_RECURSIVE, attrAddr, MOUNT_ATTR_SIZE);
   });
 }
 
@@ -127,8 +125,8 @@ export function makeReadOnlyIn(inj: Injector, target: string): void {
 export function pivotRootIn(inj: Injector, newRoot: string): void {
   withStrings(inj, [newRoot, '.', '/'], ([root, dot, slash]) => {
     inj.call(`chdir(${newRoot})`, Sys.chdir, root!);
-    inj.call(`pivot_root(${newRoot})`, NR.pivot_root, dot!, dot!);
-    inj.call('umount2(old root, MNT_DETACH)', NR.umount2, dot!, MNT_DETACH);
+    inj.call(`pivot_root(${newRoot})`, Sys.pivot_root, dot!, dot!);
+    inj.call('umount2(old root, MNT_DETACH)', Sys.umount2, dot!, MNT_DETACH);
     inj.call('chdir(/)', Sys.chdir, slash!);
   });
 }
@@ -141,9 +139,9 @@ export function mkdirIn(inj: Injector, path: string, mode: number): void {
 export function mknodCharIn(inj: Injector, path: string, mode: number, major: number, minor: number): void {
   // The kernel's new_encode_dev layout, which is what mknod's dev_t carries on x86_64.
   const dev = (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12);
-  withStrings(inj, [path], ([p]) => inj.call(`mknod(${path})`, NR.mknodat, AT_FDCWD, p!, S_IFCHR | mode, dev));
+  withStrings(inj, [path], ([p]) => inj.call(`mknod(${path})`, Sys.mknodat, AT_FDCWD, p!, S_IFCHR | mode, dev));
 }
 
 export function symlinkIn(inj: Injector, target: string, path: string): void {
-  withStrings(inj, [target, path], ([t, p]) => inj.call(`symlink(${path} -> ${target})`, NR.symlinkat, t!, AT_FDCWD, p!));
+  withStrings(inj, [target, path], ([t, p]) => inj.call(`symlink(${path} -> ${target})`, Sys.symlinkat, t!, AT_FDCWD, p!));
 }

@@ -9,6 +9,7 @@ import { cString, syscall, addressOf } from './libc.js';
 import { Sys } from './syscalls.js';
 import { readLink } from './proc.js';
 import { open, close, setns, OpenFlags } from './process.js';
+import { SOCK_CLOEXEC } from './flags.js';
 import type { Injector } from './inject.js';
 
 /** CLONE_NEW* flags. CLONE_NEWTIME (0x80) overlaps the exit-signal byte of clone(2), so only clone3 and unshare take it. */
@@ -35,7 +36,6 @@ export function namespaceIds(pid: number | 'self'): Record<NamespaceKind, number
   return ids;
 }
 
-const NR_SETHOSTNAME = 170;
 /** HOST_NAME_MAX: longer names are EINVAL. */
 export const HOSTNAME_MAX = 64;
 
@@ -44,7 +44,7 @@ export function setHostnameIn(inj: Injector, hostname: string): void {
   inj.reset();
   try {
     const bytes = Buffer.from(hostname, 'utf8');
-    inj.call(`sethostname(${hostname})`, NR_SETHOSTNAME, inj.put(bytes), bytes.length);
+    inj.call(`sethostname(${hostname})`, Sys.sethostname, inj.put(bytes), bytes.length);
   } finally {
     inj.reset();
   }
@@ -52,7 +52,6 @@ export function setHostnameIn(inj: Injector, hostname: string): void {
 
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
 const IFF_UP = 0x1;

@@ -4,6 +4,7 @@ import { Errno } from './errno.js';
 import { Sys } from './syscalls.js';
 import { socket, close } from './process.js';
 import { readLink } from './proc.js';
+import { SOCK_CLOEXEC } from './flags.js';
 
 /**
  * NETLINK_SOCK_DIAG for AF_UNIX (linux/unix_diag.h): the kernel's own view
@@ -17,7 +18,6 @@ const AF_NETLINK = 16;
 const AF_UNIX = 1;
 const NETLINK_SOCK_DIAG = 4;
 const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
 const SOCK_DIAG_BY_FAMILY = 20;
 const NLM_F_REQUEST = 0x1;
 const NLM_F_DUMP = 0x300;

@@ -23,7 +23,8 @@ export const Sys = {
   epoll_create1: 291, dup3: 292, pipe2: 293, rt_tgsigqueueinfo: 297, prlimit64: 302,
   setns: 308, process_vm_readv: 310, process_vm_writev: 311, kcmp: 312, memfd_create: 319,
   userfaultfd: 323, rseq: 334, pidfd_send_signal: 424, io_uring_setup: 425, clone3: 435,
-  close_range: 436, pidfd_open: 434, openat2: 437, pidfd_getfd: 438, accept4: 288,
+  close_range: 436, pidfd_open: 434, openat2: 437, pidfd_getfd: 438,
+  pivot_root: 155, mount: 165, umount2: 166, sethostname: 170, mknodat: 259, symlinkat: 266, mount_setattr: 442, accept4: 288,
 } as const;
 
 export type SyscallName = keyof typeof Sys;

@@ -8,7 +8,7 @@ import { FdEntry } from '../image/files.js';
 import { UnixSocketEntry, unixPath, showUnixName, sameUnixName } from '../image/unix.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import { parkFd, type RestoreContext } from './context.js';
-import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from '../native/flags.js';
+import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, SOCK_CLOEXEC } from '../native/flags.js';
 
 /**
  * UNIX domain sockets, recreated inside the husk with the calls that made
@@ -41,7 +41,6 @@ import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from '../native/fla
  */
 
 const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const F_SETFL = 4;
 /** The status flags F_SETFL can change: O_APPEND, O_NONBLOCK, O_DIRECT, O_NOATIME. */
 const SETFL_MASK = 0o2000 | 0o4000 | 0o40000 | 0o1000000;

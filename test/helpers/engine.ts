@@ -16,14 +16,15 @@ export function startEngine(): Promise<Tracer> {
 const imageDirs = new Set<string>();
 
 /**
- * The hooks every engine suite needs, registered in the calling describe: a
- * tracer thread with the engine loaded for the suite, and after every test,
- * passed or failed, each workload killed and reaped and each image removed.
+ * The hooks every suite that drives processes needs, registered in the
+ * calling describe: a tracer thread for the suite (with `modules` loaded),
+ * and after every test, passed or failed, each workload killed and reaped
+ * and each image removed.
  */
-export function useEngine(): { readonly tracer: Tracer } {
+export function useTracer(modules: URL[] = []): { readonly tracer: Tracer } {
   let tracer: Tracer | null = null;
   before(async () => {
-    tracer = await startEngine();
+    tracer = await Tracer.start(modules);
   });
   after(async () => {
     await tracer?.close();
@@ -34,10 +35,15 @@ export function useEngine(): { readonly tracer: Tracer } {
   });
   return {
     get tracer(): Tracer {
-      if (!tracer) throw new Error('the engine is not started yet (use it inside a test or hook)');
+      if (!tracer) throw new Error('the tracer is not started yet (use it inside a test or hook)');
       return tracer;
     },
   };
+}
+
+/** useTracer with the checkpoint and restore operations loaded. */
+export function useEngine(): { readonly tracer: Tracer } {
+  return useTracer(ENGINE_MODULES);
 }
 
 /** A fresh directory name for an image (not created: the writer creates it). Removed by cleanupImages(). */

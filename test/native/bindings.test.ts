@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { pidfdOpen, pidfdGetfd, pidfdSendSignal, close, prlimit, setns, socket, getsockopt, setsockopt, open, ioctl, OpenFlags } from '../../src/native/process.js';
 import { NativeError } from '../../src/native/errors.js';
-import { Tracer } from '../../src/native/tracer.js';
 import { Workload } from '../helpers/workload.js';
+import { useTracer } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
 
 const AF_INET = 2;
@@ -16,19 +16,10 @@ const RLIMIT_NOFILE = 7;
 
 /** The native wrappers that the engine uses from the agent's side (no ptrace): each against the real kernel. */
 describe('native bindings', function () {
-  let tracer: Tracer;
-  before(async () => {
-    tracer = await Tracer.start();
-  });
-  after(async () => {
-    await tracer.close();
-  });
-  afterEach(async () => {
-    await Workload.cleanupAll();
-  });
+  const session = useTracer();
 
   it('pidfd_getfd copies another process\'s fd, and pidfd_send_signal delivers a signal it handles', async () => {
-    const w = await Workload.start(tracer, 'counter');
+    const w = await Workload.start(session.tracer, 'counter');
     const pidfd = pidfdOpen(w.pid);
     try {
       const stderr = pidfdGetfd(pidfd, 2);
@@ -41,7 +32,7 @@ describe('native bindings', function () {
     } finally {
       close(pidfd);
     }
-    await tracer.call('reap', w.pid, 10_000);
+    await session.tracer.call('reap', w.pid, 10_000);
     assert.equal(w.result(), 'PASS');
   });
 
@@ -85,17 +76,17 @@ allow = ctypes.create_string_buffer(struct.pack('<HBBI', 0x06, 0, 0, 0x7fff0000)
 prog = ctypes.create_string_buffer(struct.pack('<HxxxxxxQ', 1, ctypes.addressof(allow)))
 if libc.prctl(38, 1, None, 0, 0) or libc.prctl(22, 2, prog, 0, 0): raise OSError(ctypes.get_errno(), 'seccomp')
 time.sleep(3600)`;
-    const pid = await tracer.call<number>('spawn', '/usr/bin/python3', { argv: ['python3', '-c', probe] });
+    const pid = await session.tracer.call<number>('spawn', '/usr/bin/python3', { argv: ['python3', '-c', probe] });
     try {
       await waitFor('the probe to install its filter', () => /^Seccomp:\s*2$/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')));
-      await tracer.call('attach', pid, {});
-      const filter = Buffer.from(await tracer.call<Uint8Array>('seccompFilter', pid, 0));
+      await session.tracer.call('attach', pid, {});
+      const filter = Buffer.from(await session.tracer.call<Uint8Array>('seccompFilter', pid, 0));
       assert.deepEqual([filter.length, filter.readUInt16LE(0), filter.readUInt32LE(4)], [8, 0x06, 0x7fff0000]);
-      assert.equal(await tracer.call('seccompFilter', pid, 1), null, 'only one filter');
-      await tracer.call('detach', pid);
+      assert.equal(await session.tracer.call('seccompFilter', pid, 1), null, 'only one filter');
+      await session.tracer.call('detach', pid);
     } finally {
-      await tracer.call('kill', pid, 9);
-      await tracer.call('reap', pid, 5000);
+      await session.tracer.call('kill', pid, 9);
+      await session.tracer.call('reap', pid, 5000);
     }
   });
 

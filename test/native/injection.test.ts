@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { Tracer } from '../../src/native/tracer.js';
+import type { Tracer } from '../../src/native/tracer.js';
 import { NativeError } from '../../src/native/errors.js';
 import { Sys } from '../../src/native/syscalls.js';
 import { readMaps } from '../../src/native/proc.js';
 import type { InjectedResult } from '../../src/native/tracer-ops.js';
 import { Workload } from '../helpers/workload.js';
+import { useTracer } from '../helpers/engine.js';
 
 const PROT_READ = 1;
 const PROT_WRITE = 2;
@@ -18,35 +19,25 @@ function procState(pid: number): string {
 }
 
 describe('syscall injection into a running process', function () {
-  let tracer: Tracer;
-
-  before(async () => {
-    tracer = await Tracer.start();
-  });
-  after(async () => {
-    await tracer.close();
-  });
-  afterEach(async () => {
-    await Workload.cleanupAll();
-  });
+  const session = useTracer();
 
   async function inject(pid: number, calls: Parameters<Tracer['call']>[2]): Promise<InjectedResult[]> {
-    await tracer.call('attach', pid, {});
+    await session.tracer.call('attach', pid, {});
     try {
-      return await tracer.call<InjectedResult[]>('inject', pid, calls);
+      return await session.tracer.call<InjectedResult[]>('inject', pid, calls);
     } finally {
-      await tracer.call('detach', pid);
+      await session.tracer.call('detach', pid);
     }
   }
 
   it('runs getpid, mmap, write and munmap inside the task, which then continues unharmed', async () => {
-    const w = await Workload.start(tracer, 'counter');
+    const w = await Workload.start(session.tracer, 'counter');
     const mapsBefore = readMaps(w.pid).map((m) => `${m.start}-${m.end}`);
 
-    await tracer.call('attach', w.pid, {});
+    await session.tracer.call('attach', w.pid, {});
     let mapped: number;
     try {
-      const [getpid, mmap] = await tracer.call<InjectedResult[]>('inject', w.pid, [
+      const [getpid, mmap] = await session.tracer.call<InjectedResult[]>('inject', w.pid, [
         { nr: Sys.getpid },
         { nr: Sys.mmap, args: [0, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0] },
       ]);
@@ -59,37 +50,37 @@ describe('syscall injection into a running process', function () {
       assert.ok(region!.read && region!.write && !region!.shared);
 
       const message = `injected by ferry into ${w.pid}\n`;
-      const [write] = await tracer.call<InjectedResult[]>('inject', w.pid, [{ nr: Sys.write, args: [2, { data: Buffer.from(message) }, message.length] }]);
+      const [write] = await session.tracer.call<InjectedResult[]>('inject', w.pid, [{ nr: Sys.write, args: [2, { data: Buffer.from(message) }, message.length] }]);
       assert.equal(write!.result, message.length);
       assert.ok(w.stderr.includes(message), 'the task wrote to its own stderr');
 
-      const [munmap] = await tracer.call<InjectedResult[]>('inject', w.pid, [{ nr: Sys.munmap, args: [mapped, LEN] }]);
+      const [munmap] = await session.tracer.call<InjectedResult[]>('inject', w.pid, [{ nr: Sys.munmap, args: [mapped, LEN] }]);
       assert.equal(munmap!.result, 0);
     } finally {
-      await tracer.call('detach', w.pid);
+      await session.tracer.call('detach', w.pid);
     }
     assert.deepEqual(readMaps(w.pid).map((m) => `${m.start}-${m.end}`), mapsBefore, 'no mapping left behind (scratch and injected region both gone)');
     assert.equal(await w.finish(), 'PASS');
   });
 
   it('runs a batch of syscalls in one stop, each with its own result', async () => {
-    const w = await Workload.start(tracer, 'counter');
-    await tracer.call('attach', w.pid, {});
+    const w = await Workload.start(session.tracer, 'counter');
+    await session.tracer.call('attach', w.pid, {});
     try {
-      const results = await tracer.call<number[]>('injectBatch', w.pid, [
+      const results = await session.tracer.call<number[]>('injectBatch', w.pid, [
         { nr: Sys.getpid },
         { nr: Sys.close, args: [987654] },
         { nr: Sys.getppid },
       ]);
       assert.deepEqual(results, [w.pid, -9, Number(fs.readFileSync(`/proc/${w.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1])]);
     } finally {
-      await tracer.call('detach', w.pid);
+      await session.tracer.call('detach', w.pid);
     }
     assert.equal(await w.finish(), 'PASS');
   });
 
   it('returns the kernel error of a failed injected call and leaves the task running', async () => {
-    const w = await Workload.start(tracer, 'counter');
+    const w = await Workload.start(session.tracer, 'counter');
     const [bad] = await inject(w.pid, [{ nr: Sys.close, args: [987654] }]);
     assert.equal(bad!.result, -9, 'close of a bad fd gives -EBADF');
     assert.equal(await w.finish(), 'PASS');
@@ -102,7 +93,7 @@ describe('syscall injection into a running process', function () {
     ['reader', ['pause'], 'pause'],
   ] as const) {
     it(`injects into a task blocked in ${blockedIn}, which goes back to blocking and sees only EINTR later`, async () => {
-      const w = await Workload.start(tracer, name, [...args]);
+      const w = await Workload.start(session.tracer, name, [...args]);
       await waitForState(w.pid, 'S');
       const [getpid] = await inject(w.pid, [{ nr: Sys.getpid }, { nr: Sys.getppid }]);
       assert.equal(getpid!.result, w.pid);
@@ -113,7 +104,7 @@ describe('syscall injection into a running process', function () {
   }
 
   it('refuses to attach to a pid that does not exist, naming the call and errno', async () => {
-    await assert.rejects(tracer.call('attach', 0x3ffffe, {}), (e: unknown) => {
+    await assert.rejects(session.tracer.call('attach', 0x3ffffe, {}), (e: unknown) => {
       assert.ok(e instanceof NativeError, `got ${String(e)}`);
       assert.equal(e.code, 'ESRCH');
       assert.match(e.call, /PTRACE_SEIZE/);
@@ -122,10 +113,10 @@ describe('syscall injection into a running process', function () {
   });
 
   it('reports a task that died during injection instead of hanging', async () => {
-    const w = await Workload.start(tracer, 'counter');
-    await tracer.call('attach', w.pid, {});
-    await tracer.call('kill', w.pid, 9);
-    await assert.rejects(tracer.call('inject', w.pid, [{ nr: Sys.getpid }]), (e: unknown) => {
+    const w = await Workload.start(session.tracer, 'counter');
+    await session.tracer.call('attach', w.pid, {});
+    await session.tracer.call('kill', w.pid, 9);
+    await assert.rejects(session.tracer.call('inject', w.pid, [{ nr: Sys.getpid }]), (e: unknown) => {
       assert.ok(e instanceof NativeError, `got ${String(e)}`);
       assert.equal(e.code, 'ESRCH');
       return true;
