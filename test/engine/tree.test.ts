@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Workload } from '../helpers/workload.js';
 import { useEngine, imageDir, checkpoint, restore } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
@@ -121,6 +123,38 @@ describe('process trees', function () {
     await restore(engine.tracer, dir);
     assert.deepEqual(fs.readdirSync(`/proc/${w.pid}/task`).sort(), tids);
     assert.equal(await w.finish(), 'PASS');
+  });
+
+  it('a parent blocked in wait4 goes on waiting after the restore and collects its child\'s status', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-wait4-'));
+    const program = [
+      'import os, time',
+      'child = os.fork()',
+      'if child == 0:',
+      '    while not os.path.exists("go"): time.sleep(0.01)',
+      '    os._exit(7)',
+      'open("ready.tmp", "w").write(str(child)); os.rename("ready.tmp", "ready")',
+      'got, status = os.waitpid(child, 0)',
+      'ok = got == child and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7',
+      'open("result.tmp", "w").write("PASS" if ok else f"FAIL waitpid gave {got} {status}"); os.rename("result.tmp", "result")',
+    ].join('\n');
+    const pid = await engine.tracer.call<number>('spawn', '/usr/bin/python3', { argv: ['python3', '-c', program], cwd: dir });
+    try {
+      await waitFor('the child to be forked', () => fs.existsSync(path.join(dir, 'ready')));
+      // 61 is wait4: the parent is inside it when it is checkpointed.
+      await waitFor('the parent to block in wait4', () => fs.readFileSync(`/proc/${pid}/syscall`, 'utf8').startsWith('61 '));
+      const image = imageDir();
+      await checkpoint(engine.tracer, pid, image, { tree: true });
+      await restore(engine.tracer, image);
+      assert.ok(fs.readFileSync(`/proc/${pid}/syscall`, 'utf8').startsWith('61 ') || !fs.existsSync(path.join(dir, 'result')), 'still waiting');
+      fs.writeFileSync(path.join(dir, 'go'), '');
+      await waitFor('the parent to collect its child', () => fs.existsSync(path.join(dir, 'result')));
+      assert.equal(fs.readFileSync(path.join(dir, 'result'), 'utf8'), 'PASS');
+    } finally {
+      await engine.tracer.call('kill', pid, 9).catch(() => undefined);
+      await engine.tracer.call('reap', pid, 5000).catch(() => undefined);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('without --tree, a process with children is refused and left running', async () => {
