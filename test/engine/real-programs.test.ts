@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Tracer } from '../../src/native/tracer.js';
 import { startEngine, imageDir, checkpoint, restore, cleanupImages } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
+import { killTree } from '../helpers/workload.js';
 
 /**
  * Programs nobody wrote for Ferry, holding their state only in memory: each
@@ -113,10 +114,8 @@ describe('real programs checkpointed and restored mid-loop', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-real-'));
   });
   afterEach(async () => {
-    if (pid && fs.existsSync(`/proc/${pid}`)) {
-      await tracer.call('kill', pid, 9).catch(() => undefined);
-      await tracer.call('reap', pid, 5000).catch(() => undefined);
-    }
+    // The whole tree: a pipeline's or multiprocessing's children would spin on, orphaned, after a failure.
+    if (pid) await killTree(tracer, pid);
     pid = 0;
     fs.rmSync(dir, { recursive: true, force: true });
     cleanupImages();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Workload } from '../helpers/workload.js';
+import { Workload, killTree } from '../helpers/workload.js';
 import { useEngine, imageDir, checkpoint, restore } from '../helpers/engine.js';
 import { waitFor } from '../helpers/wait.js';
 import { socketpair, AF_UNIX, SOCK_TYPE } from '../../src/native/unix.js';
@@ -151,8 +151,7 @@ describe('process trees', function () {
       await waitFor('the parent to collect its child', () => fs.existsSync(path.join(dir, 'result')));
       assert.equal(fs.readFileSync(path.join(dir, 'result'), 'utf8'), 'PASS');
     } finally {
-      await engine.tracer.call('kill', pid, 9).catch(() => undefined);
-      await engine.tracer.call('reap', pid, 5000).catch(() => undefined);
+      await killTree(engine.tracer, pid);
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

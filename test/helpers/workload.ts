@@ -93,3 +93,27 @@ function readOr(file: string): string {
     return '';
   }
 }
+
+/**
+ * Kills a process and every descendant it has now, and reaps whichever are
+ * ours. A test that starts a program which forks (a shell pipeline, Python
+ * multiprocessing) must not leave its children behind when it fails: they
+ * would run on, orphaned, and load the machine for every later test.
+ */
+export async function killTree(tracer: Tracer, root: number): Promise<void> {
+  const all: number[] = [];
+  const queue = [root];
+  while (queue.length) {
+    const pid = queue.shift()!;
+    all.push(pid);
+    try {
+      for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+        queue.push(...fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean).map(Number));
+      }
+    } catch {
+      // gone already
+    }
+  }
+  for (const pid of all) await tracer.call('kill', pid, SIGKILL).catch(() => undefined);
+  for (const pid of all) await tracer.call('reap', pid, 5_000).catch(() => undefined);
+}
