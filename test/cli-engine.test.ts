@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ExitCode } from '../src/cli/exit-codes.js';
@@ -6,6 +8,7 @@ import type { CheckpointSummary } from '../src/source/checkpoint.js';
 import type { RestoreSummary } from '../src/target/restore.js';
 import { checkpointWithCli, finishAdopted, jsonOf, migrate } from './helpers/cli.js';
 import { imageDir, useTracer } from './helpers/engine.js';
+import { ROOT, workloadBin } from './helpers/paths.js';
 import { Workload } from './helpers/workload.js';
 
 describe('migrate checkpoint, restore and inspect on a running process', function () {
@@ -61,5 +64,36 @@ describe('migrate checkpoint, restore and inspect on a running process', functio
     assert.equal(json.status, ExitCode.Ok, json.stderr);
     assert.deepEqual(jsonOf(json), { pid: w.pid, checkpointable: true, refusals: [] });
     assert.equal(await w.finish(), 'PASS');
+  });
+
+  it('a process whose session and group leaders are outside Ferry\'s pid namespace (a CI runner, a shell in a container) comes back detached, like any process whose leaders are not in the image', async () => {
+    // Inside the new pid namespace the shell is pid 1 and sees its own session and group as 0: their leaders live outside.
+    const dir = imageDir();
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-outer-session-'));
+    const script = `
+      set -e
+      res=${work}/result
+      "$1" "$res" </dev/null >${work}/out 2>&1 & pid=$!
+      for i in $(seq 400); do [ -e "$res.ready" ] && break; sleep 0.05; done
+      [ -e "$res.ready" ] || { echo "counter never got ready"; exit 1; }
+      echo "before $(cut -d' ' -f5,6 /proc/$pid/stat)"
+      node bin/migrate checkpoint $pid -D ${dir} >/dev/null
+      node bin/migrate restore -D ${dir} >/dev/null
+      echo "after $(cut -d' ' -f5,6 /proc/$pid/stat)"
+      kill -TERM $pid
+      for i in $(seq 400); do [ -s "$res" ] && break; sleep 0.05; done
+      echo "verdict $(cat $res)"`;
+    try {
+      const out = await new Promise<string>((resolve, reject) =>
+        execFile('unshare', ['--pid', '--fork', '--mount-proc', 'bash', '-c', script, 'outer-session', workloadBin('counter')], { cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stdout}${stderr}`)) : resolve(stdout),
+        ),
+      );
+      assert.match(out, /^before 0 0$/m, `the workload saw its group and session leaders as outside:\n${out}`);
+      assert.match(out, /^after ([1-9]\d*) \1$/m, `the restored copy is in the detached session restore makes:\n${out}`);
+      assert.match(out, /^verdict PASS$/m, out);
+    } finally {
+      fs.rmSync(work, { recursive: true, force: true });
+    }
   });
 });

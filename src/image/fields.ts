@@ -8,6 +8,13 @@ import { z } from 'zod';
 export const U64Hex = z.string().regex(/^0x[0-9a-f]{1,16}$/, 'a 64-bit value as 0x-prefixed lowercase hex');
 export const Address = z.number().int().nonnegative().max(2 ** 48);
 export const Pid = z.number().int().positive().max(4194304);
+/**
+ * The leader of a process group or session: 0 when it lives in an ancestor
+ * pid namespace (the checkpointer was started inside a pid namespace by a
+ * shell outside it). Like any leader that is not in the image, it is not
+ * recreated: the restored copy lands in the detached session restore makes.
+ */
+export const LeaderPid = z.number().int().nonnegative().max(4194304);
 export const Bytes = z.instanceof(Uint8Array);
 
 export function hex(v: bigint | number): string {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineEntry, type Entry } from './entry.js';
-import { Pid, U64Hex } from './fields.js';
+import { LeaderPid, Pid, U64Hex } from './fields.js';
 
 /** Process-wide attributes that are not credentials, memory, files or signals. */
 export const ProcessEntry = defineEntry(
@@ -9,8 +9,8 @@ export const ProcessEntry = defineEntry(
   z.strictObject({
     pid: Pid,
     ppid: z.number().int().nonnegative(),
-    pgid: Pid,
-    sid: Pid,
+    pgid: LeaderPid,
+    sid: LeaderPid,
     comm: z.string(),
     cwd: z.string(),
     root: z.string(),
@@ -38,8 +38,8 @@ export const ZombieEntry = defineEntry(
   z.strictObject({
     pid: Pid,
     ppid: Pid,
-    pgid: Pid,
-    sid: Pid,
+    pgid: LeaderPid,
+    sid: LeaderPid,
     /** The signal the parent is sent when this child exits (usually SIGCHLD). */
     exitSignal: z.number().int().min(0).max(64),
     /** The wait status the parent will read (exit code << 8, or the killing signal). */
