@@ -5,10 +5,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { cgroupAt, removeCgroup, type Controller } from '../src/native/cgroup.js';
 import { becomeChildSubreaper, kill } from '../src/native/process.js';
-import { nsPids, readChildren } from '../src/native/proc.js';
+import { listThreads, nsPids, readChildren, readStat } from '../src/native/proc.js';
 import { reap, waitpid, WAIT } from '../src/native/wait.js';
+import { Tracer } from '../src/native/tracer.js';
 import { initAlive, listStates, readState } from '../src/container/state.js';
 import type { ContainerSummary } from '../src/container/runtime.js';
+import { ImageReader } from '../src/image/format.js';
+import { ContainerEntry } from '../src/image/container.js';
+import '../src/image/all.js';
 import type { CheckpointSummary } from '../src/source/checkpoint.js';
 import type { RestoreSummary } from '../src/target/restore.js';
 import { jsonOf, migrate, type CliResult } from './helpers/cli.js';
@@ -16,7 +20,7 @@ import { workloadBin } from './helpers/paths.js';
 import { waitFor } from './helpers/wait.js';
 
 const CGROUP_PARENT = `ferry-test-migrate-${process.pid}`;
-const WORKLOADS = ['counter', 'session', 'tree', 'unsupported'];
+const WORKLOADS = ['counter', 'session', 'tree', 'threads', 'zombie', 'unsupported'];
 const CONTROLLERS: Controller[] = ['memory', 'cpu'];
 
 function assertOk(result: CliResult): void {
@@ -28,17 +32,47 @@ function uptimeInside(pid: number): number {
   return Number(execFileSync('nsenter', ['--time', '-t', String(pid), 'cat', '/proc/uptime']).toString().split(' ')[0]);
 }
 
-/** Every process of the container: host pid → pid inside, from /proc. */
-function pidsInside(init: number): Map<number, number> {
-  const out = new Map<number, number>();
+/** A container's processes and threads as /proc shows them. */
+interface ContainerTasks {
+  /** Host pid → pid inside, of every process and thread. */
+  inside: Map<number, number>;
+  /** The host pid of every process (not thread). */
+  processes: number[];
+  /** Every process as the container sees it, without host pids: "3 (parent 1): threads 3 4 5", sorted. */
+  tree: string[];
+}
+
+function tasksOf(init: number): ContainerTasks {
+  const inside = new Map<number, number>();
+  const processes: number[] = [];
+  const tree: string[] = [];
   const queue = [init];
   while (queue.length) {
     const pid = queue.shift()!;
-    const chain = nsPids(pid);
-    out.set(pid, chain[chain.length - 1]!);
+    processes.push(pid);
+    const tids = listThreads(pid).map((tid) => {
+      const inner = nsPids(pid, tid).at(-1)!;
+      inside.set(tid, inner);
+      return inner;
+    });
+    // Parents come first, so a parent inside the container is known by now.
+    const parent = pid === init ? 'outside' : inside.get(Number(readStat(pid).fields[4]));
+    tree.push(`${inside.get(pid)} (parent ${parent}): threads ${tids.sort((a, b) => a - b).join(' ')}`);
     queue.push(...readChildren(pid));
   }
-  return out;
+  return { inside, processes, tree: tree.sort() };
+}
+
+const ascending = (pairs: Iterable<[number, number]>) => [...pairs].sort((a, b) => a[0] - b[0]);
+
+/** [host pid, pid inside] of every process and thread, as the image's container entry lists them. */
+async function imagePids(dir: string): Promise<Array<[number, number]>> {
+  const image = await ImageReader.open(dir);
+  try {
+    return image.entriesOf(ContainerEntry)[0]!.pids;
+  } finally {
+    await image.close();
+  }
 }
 
 /**
@@ -53,8 +87,10 @@ describe('containers: migrate checkpoint <name> and restore', function () {
   let imageRoot: string;
   /** Where the workloads run from: a container's private /tmp hides the host's, where this checkout may live. */
   let binDir: string;
+  /** Holds pids for the tests that need them taken. */
+  let tracer: Tracer | undefined;
 
-  before(() => {
+  before(async () => {
     // Containers started by the CLI come back to us when it exits, so we can reap them.
     becomeChildSubreaper();
     stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-migrate-state-'));
@@ -64,6 +100,7 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     for (const w of WORKLOADS) fs.chmodSync(path.join(binDir, w), 0o755);
     process.env['FERRY_STATE_DIR'] = stateDir;
     process.env['FERRY_CGROUP_PARENT'] = CGROUP_PARENT;
+    tracer = await Tracer.start();
   });
 
   afterEach(() => {
@@ -85,7 +122,8 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     if (failures.length) throw failures[0];
   });
 
-  after(() => {
+  after(async () => {
+    await tracer?.close();
     try {
       removeCgroup(cgroupAt(CGROUP_PARENT, CONTROLLERS));
     } catch {
@@ -169,43 +207,94 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     const rs = await migrate(['--json', 'restore', '-D', dir]);
     assertOk(rs);
     const restored = jsonOf<RestoreSummary>(rs);
-    assert.equal(restored.pid, pid);
+    // The same host, but its host pid is whatever the kernel gave it now.
+    const live = restored.pid;
     assert.equal(restored.container?.name, 'mig1');
-    assert.deepEqual(nsPids(pid).slice(-1), [1], 'the init is pid 1 of its namespace again');
-    const uptimeAfter = uptimeInside(pid);
+    assert.deepEqual(nsPids(live).slice(-1), [1], 'the init is pid 1 of its namespace again');
+    const uptimeAfter = uptimeInside(live);
     const hostAfter = hostBoot();
     // Everything between the freeze and the restore (at least the 1.5 s) is hidden from the container; the rest it lived through.
     assert.ok(uptimeAfter >= uptimeBefore, `CLOCK_BOOTTIME went back inside: ${uptimeBefore} -> ${uptimeAfter}`);
     assert.ok(uptimeAfter - uptimeBefore <= hostAfter - hostBefore - 1.5 + 0.05, `the container saw the downtime: inside ${uptimeBefore} -> ${uptimeAfter}, host ${hostBefore} -> ${hostAfter}`);
-    assert.equal(execFileSync('nsenter', ['-u', '-t', String(pid), 'hostname']).toString().trim(), 'mig1-host');
-    assert.equal(fs.readFileSync(`/proc/${pid}/root/tmp/kept`, 'utf8'), 'written before the checkpoint\n');
+    assert.equal(execFileSync('nsenter', ['-u', '-t', String(live), 'hostname']).toString().trim(), 'mig1-host');
+    assert.equal(fs.readFileSync(`/proc/${live}/root/tmp/kept`, 'utf8'), 'written before the checkpoint\n');
     const listed = (await ps()).find((c) => c.name === 'mig1');
     assert.equal(listed?.state, 'running');
-    assert.equal(listed?.pid, pid);
+    assert.equal(listed?.pid, live);
 
-    assert.equal(await verdict(pid), 'PASS');
+    assert.equal(await verdict(live), 'PASS');
   });
 
   it('a tree in a container, with sessions, groups and an orphan, keeps every pid inside it', async () => {
     const pid = await runWorkload('mig2', 'session');
-    const before = pidsInside(pid);
-    assert.equal(before.get(pid), 1);
+    const before = tasksOf(pid);
+    assert.equal(before.inside.get(pid), 1);
     const dir = path.join(imageRoot, 'mig2');
     assertOk(await checkpointReaping(['checkpoint', 'mig2', '-D', dir], pid));
-    assertOk(await migrate(['restore', '-D', dir]));
-    assert.deepEqual(pidsInside(pid), before, 'host pids and pids inside, process by process');
-    assert.equal(await verdict(pid), 'PASS');
+    const rs = await migrate(['restore', '-D', dir]);
+    assertOk(rs);
+    const live = readState('mig2')!.pid;
+    assert.equal(rs.stdout.trim().split(' from ')[0], `restored container mig2 (pid 1 inside, host pid ${live}; ${before.processes.length} processes)`);
+    assert.deepEqual(tasksOf(live).tree, before.tree, 'pids inside, process by process');
+    assert.equal(await verdict(live), 'PASS');
   });
 
   it('fds on files in the container\'s /tmp come back to the same files, their offset shared across the tree', async () => {
     const pid = await runWorkload('mig3', 'tree', ['2', '2']);
-    const before = pidsInside(pid);
+    const before = tasksOf(pid);
     const dir = path.join(imageRoot, 'mig3');
     assertOk(await checkpointReaping(['checkpoint', 'mig3', '-D', dir], pid));
     assertOk(await migrate(['restore', '-D', dir]));
-    assert.deepEqual(pidsInside(pid), before);
-    assert.equal(await verdict(pid), 'PASS');
+    const live = readState('mig3')!.pid;
+    assert.deepEqual(tasksOf(live).tree, before.tree);
+    assert.equal(await verdict(live), 'PASS');
   });
+
+  /**
+   * On another host (or later on this one) the container's host pids may
+   * belong to other processes. Here husks hold every host pid and tid the
+   * container had while it comes back: only its pids inside are its own,
+   * so it must come back with new host pids, every pid and tid inside as
+   * it was, recorded and reported by the new ones.
+   */
+  for (const [workload, args, what] of [
+    ['tree', ['2', '2'], 'a tree of seven processes'],
+    ['session', [], 'sessions, groups and an orphan'],
+    ['threads', ['4'], 'a process with five threads'],
+    ['zombie', [], 'a zombie'],
+  ] as const) {
+    it(`comes back while its host pids are taken by others: ${what}`, async () => {
+      const name = `taken-${workload}`;
+      const pid = await runWorkload(name, workload, [...args]);
+      const before = tasksOf(pid);
+      const dir = path.join(imageRoot, name);
+      assertOk(await checkpointReaping(['checkpoint', name, '-D', dir], pid));
+      assert.deepEqual(ascending(await imagePids(dir)), ascending(before.inside), 'the image holds exactly the tasks seen in /proc');
+
+      const taken = [...before.inside.keys()];
+      const holders = tracer!;
+      const holder = await holders.call<{ pid: number }>('husk.spawn');
+      try {
+        for (const p of taken) if (!fs.existsSync(`/proc/${p}`)) await holders.call('husk.clone', holder.pid, { setTid: [p] });
+        assert.deepEqual(taken.filter((p) => !fs.existsSync(`/proc/${p}`)), [], 'every old host pid is in use');
+
+        const rs = await migrate(['--json', 'restore', '-D', dir]);
+        assertOk(rs);
+        const restored = jsonOf<RestoreSummary>(rs);
+        const live = restored.pid;
+        assert.deepEqual(nsPids(live), [live, 1], 'the init is pid 1 inside, under a new host pid');
+        assert.equal(readState(name)?.pid, live, 'recorded by its new host pid');
+        const after = tasksOf(live);
+        assert.deepEqual(after.tree, before.tree, 'every pid and tid inside, process by process');
+        assert.deepEqual([...after.inside.keys()].filter((p) => before.inside.has(p)), [], 'no old host pid came back');
+        assert.deepEqual([...restored.pids].sort((a, b) => a - b), [...after.processes].sort((a, b) => a - b), 'the summary names the new host pids');
+        assert.deepEqual(ascending(restored.container!.pids), ascending(after.inside), 'the summary maps the new host pids to the pids inside');
+        assert.equal(await verdict(live), 'PASS');
+      } finally {
+        await holders.call('husk.kill', holder.pid);
+      }
+    });
+  }
 
   it('refuses a container that holds something unsupported, naming the process and the resource, and leaves it running', async () => {
     const pid = await runWorkload('mig4', 'unsupported', ['inotify']);

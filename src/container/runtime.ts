@@ -11,6 +11,7 @@ import {
   cgroupAt,
   cgroupExists,
   createCgroup,
+  killAll,
   listPids,
   memoryUsage,
   removeCgroup,
@@ -48,7 +49,7 @@ import {
 export const CONTAINER_TRACER_MODULE = new URL('./init.js', import.meta.url);
 
 /** Memory for the limit and for `ps`; cpu for the limit. Freezing needs no controller on cgroup2 (the v1 freezer is added where there is no cgroup2). */
-const CONTROLLERS: Controller[] = ['memory', 'cpu'];
+export const CONTAINER_CONTROLLERS: Controller[] = ['memory', 'cpu'];
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -151,7 +152,7 @@ async function start(spec: ContainerSpec, cgroup: Cgroup, tracer: Tracer): Promi
  */
 export function freshCgroup(name: string): Cgroup {
   const relPath = `${cgroupParent()}/${name}`;
-  const stale = cgroupAt(relPath, CONTROLLERS);
+  const stale = cgroupAt(relPath, CONTAINER_CONTROLLERS);
   if (cgroupExists(stale)) {
     const pids = listPids(stale);
     if (pids.length) {
@@ -159,7 +160,7 @@ export function freshCgroup(name: string): Cgroup {
     }
     removeCgroup(stale);
   }
-  return createCgroup(relPath, CONTROLLERS);
+  return createCgroup(relPath, CONTAINER_CONTROLLERS);
 }
 
 /** Held by `run` and `stop` for their whole length, so two of them never work on one name at once. */
@@ -300,6 +301,21 @@ export function recordCheckpointed(state: ContainerState): void {
   writeState({ ...state, status: 'exited', stopped: new Date().toISOString() });
 }
 
+/**
+ * Ends a container a migration held frozen, now that its copy on the
+ * target has taken over: every process dies without running again (a
+ * thaw first would let it act twice), then it is recorded as checkpointed.
+ */
+export function killHeld(state: ContainerState): void {
+  killAll(state.cgroup);
+  recordCheckpointed(state);
+}
+
+/** A migration rolled back: the container held frozen for it runs on. */
+export function releaseHeld(state: ContainerState): void {
+  if (cgroupExists(state.cgroup)) thaw(state.cgroup);
+}
+
 /** What a restore knows about the container it brought back. */
 export interface RestoredContainer {
   name: string;
@@ -310,9 +326,15 @@ export interface RestoredContainer {
   cwd: string;
   env: Record<string, string>;
   limits: { memoryBytes: number | null; cpus: number | null };
+  /** [host pid, pid inside] of every process and thread, the host pids as this host gave them (not the image's). */
+  pids: Array<[number, number]>;
 }
 
-/** Records a restored container like a started one, so ps, stop and logs know it. */
+/**
+ * Records a restored container like a started one, so ps, stop and logs
+ * know it, by `pid`: its init's host pid now (the restore's `pid`), which
+ * need not be the one it had when it was checkpointed.
+ */
 export function recordRestored(c: RestoredContainer, pid: number): ContainerState {
   fs.mkdirSync(containerDir(c.name), { recursive: true });
   const state: ContainerState = {

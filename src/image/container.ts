@@ -7,9 +7,10 @@ const Time = z.strictObject({ sec: z.number().int(), nsec: z.number().int().min(
 
 /**
  * A container (`migrate run`): what its namespaces and cgroup held that is
- * not part of any process. Pids elsewhere in the image are the host's; this
- * entry maps each to the pid the container sees, which a restore gives back
- * (clone3's set_tid sets both levels).
+ * not part of any process. Pids elsewhere in the image are the checkpointed
+ * host's; this entry maps each to the pid the container sees. A restore
+ * gives back only the pids inside (clone3's set_tid sets the innermost
+ * level): the host pids are whatever the restoring host hands out.
  */
 export const ContainerEntry = defineEntry(
   'container',

@@ -10,7 +10,7 @@ import { Injector } from './inject.js';
 import { writeHuskElf, huskLayout, type HuskLayout } from './elf.js';
 import { spawn, kill, becomeChildSubreaper } from './process.js';
 import { waitpid, WAIT } from './wait.js';
-import { processExists } from './proc.js';
+import { nsPids, processExists } from './proc.js';
 
 /** Where husks live unless the image needs the address: high enough to miss a typical non-PIE binary, low enough to miss mmap's top-down area. */
 export const DEFAULT_HUSK_BASE = 0x10000000;
@@ -39,7 +39,7 @@ function resetReservedSignals(injector: Injector): void {
 const HUSK_PTRACE_OPTIONS = PTRACE_O.EXITKILL | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE | PTRACE_O.TRACEVFORK | PTRACE_O.TRACESYSGOOD;
 
 export interface CloneArgs {
-  /** The pid (or, with CLONE_NEWPID, the chain of pids from the innermost namespace outwards) the child must get. Empty lets the kernel choose. */
+  /** The pid the child must get: in its innermost namespace first, then outwards; levels left out are the kernel's choice. Empty lets the kernel choose every level. */
   setTid?: number[];
   /** CLONE_* flags; exit_signal is SIGCHLD for processes and 0 for threads. */
   flags?: number;
@@ -123,10 +123,11 @@ export class Husk {
     } finally {
       inj.reset();
     }
-    // clone3 returns the pid the husk sees (inside a container, the inner one); the fork event carries ours.
+    // clone3 returns the pid the husk sees (inside a container, the inner one; for a new namespace's init, the host's); the fork event carries ours.
     const child = inj.children.length > eventsBefore ? inj.children[inj.children.length - 1]!.pid : returned;
-    if (setTid.length && returned !== setTid[0] && child !== setTid[setTid.length - 1]) {
-      throw new NativeError('clone3', Errno.EINVAL, `asked for pid ${setTid.join('/')}, got ${returned}`);
+    if (setTid.length) {
+      const got = nsPids(child).slice(-setTid.length).reverse();
+      if (got.join('/') !== setTid.join('/')) throw new NativeError('clone3', Errno.EINVAL, `asked for pid ${setTid.join('/')}, got ${got.join('/')}`);
     }
     waitForTrapStop(child, 10_000);
     const childInjector = new Injector(child, inj.gadget);

@@ -41,16 +41,6 @@ export function prepareClocks(first: Husk, c: ContainerEntry): void {
   });
 }
 
-/** Host pid → the pid the container sees, for every process and thread. */
-export function pidMap(c: ContainerEntry): (hostPid: number) => number {
-  const map = new Map(c.pids);
-  return (host) => {
-    const inner = map.get(host);
-    if (inner === undefined) throw new Error(`pid ${host} is not in container ${c.name}`);
-    return inner;
-  };
-}
-
 export function preflight(c: ContainerEntry, problems: string[]): void {
   const running = readState(c.name);
   if (running && containerStatus(running) !== 'exited') problems.push(`container "${c.name}" is running (pid ${running.pid}); stop it first`);

@@ -38,9 +38,9 @@ function statusCaps(status: Record<string, string>, key: string): bigint {
   return BigInt('0x' + (status[key] ?? '0'));
 }
 
-function credsOf(ctx: Pick<RestoreContext, 'image' | 'pid'>): CredsEntry {
-  const c = ctx.image.entriesOf(CredsEntry).find((e) => e.pid === ctx.pid);
-  if (!c) throw new Error(`the image holds no credentials for pid ${ctx.pid}`);
+function credsOf(ctx: Pick<RestoreContext, 'image' | 'imagePid'>): CredsEntry {
+  const c = ctx.image.entriesOf(CredsEntry).find((e) => e.pid === ctx.imagePid);
+  if (!c) throw new Error(`the image holds no credentials for pid ${ctx.imagePid}`);
   return c;
 }
 

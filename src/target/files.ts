@@ -316,7 +316,7 @@ export type FilesPass = 'all' | 'host' | 'inside';
 export async function restore(ctx: RestoreContext, pass: FilesPass = 'all'): Promise<void> {
   const inj = ctx.injector;
   const files = new Map(ctx.image.entriesOf(FileEntry).map((f) => [f.id, f]));
-  const fds = fdsByFile(ctx, ctx.pid);
+  const fds = fdsByFile(ctx, ctx.imagePid);
   if (pass !== 'inside') inj.call('close_range', Sys.close_range, 0, ctx.fdFloor - 1, 0);
   const objects = new Objects(ctx);
   for (const [id, list] of fds) {

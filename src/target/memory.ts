@@ -61,7 +61,7 @@ function prepareAddressSpace(ctx: RestoreContext, parking: number): void {
     if (scratch && m.start >= scratch.start && m.end <= scratch.end) continue;
     inj.call(`munmap(${m.path || 'anon'})`, Sys.munmap, m.start, m.end - m.start);
   }
-  const saved = new Map(ctx.image.entriesOf(VmaEntry).filter((v) => v.pid === ctx.pid && (KERNEL_KINDS as readonly string[]).includes(v.kind)).map((v) => [v.kind, v]));
+  const saved = new Map(ctx.image.entriesOf(VmaEntry).filter((v) => v.pid === ctx.imagePid && (KERNEL_KINDS as readonly string[]).includes(v.kind)).map((v) => [v.kind, v]));
   const have = current.filter((m) => KERNEL_KINDS.some((k) => m.path === `[${k}]`));
   const overlaps = have.some((m) => [...saved.values()].some((v) => v.start < m.end && v.end > m.start));
   const move = (from: number, len: number, to: number, what: string) => inj.call(`mremap(${what})`, Sys.mremap, from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
@@ -224,7 +224,7 @@ export async function restore(ctx: RestoreContext, parking: number): Promise<voi
   const fill = filler(ctx.pid);
   try {
     for (const v of ctx.image.entriesOf(VmaEntry)) {
-      if (v.pid !== ctx.pid || (KERNEL_KINDS as readonly string[]).includes(v.kind)) continue;
+      if (v.pid !== ctx.imagePid || (KERNEL_KINDS as readonly string[]).includes(v.kind)) continue;
       const len = v.end - v.start;
       const extra = (v.flags.includes('growsdown') ? MAP_GROWSDOWN : 0) | (v.flags.includes('noreserve') ? MAP_NORESERVE : 0);
       const writable = (v.prot & PROT_WRITE) !== 0;
@@ -260,8 +260,8 @@ export async function restore(ctx: RestoreContext, parking: number): Promise<voi
 
 /** prctl(PR_SET_MM, PR_SET_MM_MAP): brk, stack, arg/env ranges, auxv and /proc/PID/exe, in one call. */
 export function restoreMm(ctx: RestoreContext): void {
-  const mm = ctx.image.entriesOf(MmEntry).find((m) => m.pid === ctx.pid);
-  if (!mm) throw new NativeError('restore', Errno.EINVAL, `the image has no mm entry for pid ${ctx.pid}`);
+  const mm = ctx.image.entriesOf(MmEntry).find((m) => m.pid === ctx.imagePid);
+  if (!mm) throw new NativeError('restore', Errno.EINVAL, `the image has no mm entry for pid ${ctx.imagePid}`);
   const inj = ctx.injector;
   const exeFd = openInHusk(ctx, mm.exe.path, O_RDONLY);
   try {

@@ -7,9 +7,9 @@ const PR_SET_PDEATHSIG = 1;
 const PR_SET_DUMPABLE = 4;
 const PR_SET_CHILD_SUBREAPER = 36;
 
-export function processOf(ctx: Pick<RestoreContext, 'image' | 'pid'>): ProcessEntry {
-  const p = ctx.image.entriesOf(ProcessEntry).find((e) => e.pid === ctx.pid);
-  if (!p) throw new Error(`the image holds no process ${ctx.pid}`);
+export function processOf(ctx: Pick<RestoreContext, 'image' | 'imagePid'>): ProcessEntry {
+  const p = ctx.image.entriesOf(ProcessEntry).find((e) => e.pid === ctx.imagePid);
+  if (!p) throw new Error(`the image holds no process ${ctx.imagePid}`);
   return p;
 }
 

@@ -6,11 +6,11 @@ import { Sys } from '../native/syscalls.js';
 import type { Op } from '../native/tracer-protocol.js';
 import { ImageReader, hostFacts } from '../image/format.js';
 import '../image/all.js';
-import { newSharedObjects, type RestoreContext } from './context.js';
+import { newSharedObjects, PidTranslation, type RestoreContext } from './context.js';
 import { treeOrder, buildTree, joinGroups, finishZombies, type TreeMember } from './tree.js';
 import * as container from './container.js';
-import { containerOf, pidMap } from './container.js';
-import { addProcess, removeCgroup, type Cgroup } from '../native/cgroup.js';
+import { containerOf } from './container.js';
+import { addProcess, freeze, removeCgroup, type Cgroup } from '../native/cgroup.js';
 import type { RestoredContainer } from '../container/runtime.js';
 import * as memory from './memory.js';
 import * as proc from './process.js';
@@ -32,9 +32,9 @@ export class RestoreRefused extends Error {
 }
 
 export interface RestoreSummary {
-  /** The root of the restored tree (the only process for a single-process image). */
+  /** The root of the restored tree (the only process for a single-process image), by its pid on this host (a container's init: its host pid). */
   pid: number;
-  /** Every process restored, parents before children. */
+  /** Every process restored, parents before children, by their pids on this host. */
   pids: number[];
   dir: string;
   /** From the first husk to the processes running. */
@@ -66,9 +66,10 @@ function fdFloor(image: ImageReader): number {
   return max + 1;
 }
 
-function preflight(image: ImageReader, order: TreeMember[]): void {
+function preflight(image: ImageReader, order: TreeMember[], pids: PidTranslation): void {
   const problems: string[] = [];
-  for (const m of order) {
+  // A container's pids inside come from a new namespace and its host pids are this host's choice: only a bare tree needs pids free.
+  for (const m of pids.keepsHostPids ? order : []) {
     if (!processExists(m.entry.pid)) continue;
     let who = '';
     try {
@@ -101,16 +102,25 @@ function preflight(image: ImageReader, order: TreeMember[]): void {
  * the first that needs them and fetched by the others. Nothing runs until
  * everything is in place; on any failure every husk is killed.
  */
-export async function restoreProcess(dir: string): Promise<RestoreSummary> {
+export interface RestoreOptions {
+  /**
+   * A container only: it comes back frozen in its cgroup, every process in
+   * place but none running. A migration's target holds it so until the
+   * source has let go of its own copy, then thaws it.
+   */
+  frozen?: boolean;
+}
+
+export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Promise<RestoreSummary> {
   const image = await ImageReader.open(dir);
   try {
     const order = treeOrder(image);
-    preflight(image, order);
+    const box = containerOf(image);
+    const pids = new PidTranslation(box);
+    preflight(image, order, pids);
 
     const started = performance.now();
     const base = chooseHuskBase(memory.occupiedRanges({ image }));
-    const box = containerOf(image);
-    const vpid = box ? pidMap(box) : (pid: number) => pid;
     const cgroup = box ? container.prepareCgroup(box) : null;
     let husks = new Map<number, Husk>();
     let first: Husk | null = null;
@@ -119,16 +129,28 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
       // Born in the container's cgroup, so nothing restored ever runs outside it.
       if (cgroup) addProcess(cgroup, first.pid);
       if (box) container.prepareClocks(first, box);
-      husks = buildTree(first, order, { vpid, rootFlags: box ? container.CONTAINER_CLONE_FLAGS : 0 });
+      husks = buildTree(first, order, { pids, rootFlags: box ? container.CONTAINER_CLONE_FLAGS : 0 });
       const init = husks.get(order[0]!.entry.pid)!;
       if (box) container.setupNamespaces(init.injector, box);
-      joinGroups(husks, order, vpid);
+      joinGroups(husks, order, pids);
       const shared = newSharedObjects();
       const floor = fdFloor(image);
       const live = order.filter((m): m is Extract<TreeMember, { kind: 'live' }> => m.kind === 'live');
       const contexts: RestoreContext[] = live.map(({ entry }) => {
         const husk = husks.get(entry.pid)!;
-        return { pid: entry.pid, image, husk, injector: husk.injector, threads: [{ tid: entry.pid, injector: husk.injector }], shmemFds: new Map(), parkedFds: new Set(), fdFloor: floor, shared, vpid };
+        return {
+          pid: husk.pid,
+          imagePid: entry.pid,
+          image,
+          husk,
+          injector: husk.injector,
+          threads: [{ tid: husk.pid, imageTid: entry.pid, injector: husk.injector }],
+          shmemFds: new Map(),
+          parkedFds: new Set(),
+          fdFloor: floor,
+          shared,
+          pids,
+        };
       });
       for (const ctx of contexts) thread.createThreads(ctx, proc.processOf(ctx).threads);
       for (const ctx of contexts) await restoreContents(ctx, base, box !== null);
@@ -145,14 +167,28 @@ export async function restoreProcess(dir: string): Promise<RestoreSummary> {
         for (const t of [...ctx.threads].reverse()) t.injector.end(false);
         thread.restoreCpu(ctx);
       }
+      // Ptrace-stopped tasks count as frozen, so the freeze completes at once and they stay put when detached.
+      if (opts.frozen && cgroup) freeze(cgroup);
       for (const ctx of contexts) for (const t of ctx.threads) detach(t.tid);
       return {
-        pid: order[0]!.entry.pid,
-        pids: order.map((m) => m.entry.pid),
+        pid: init.pid,
+        pids: order.map((m) => pids.liveOf(m.entry.pid)),
         dir,
         restoreMs: performance.now() - started,
         ...(box && cgroup
-          ? { container: { name: box.name, cgroup, hostname: box.hostname, command: box.command, executable: box.executable, cwd: box.cwd, env: box.env, limits: box.limits } }
+          ? {
+              container: {
+                name: box.name,
+                cgroup,
+                hostname: box.hostname,
+                command: box.command,
+                executable: box.executable,
+                cwd: box.cwd,
+                env: box.env,
+                limits: box.limits,
+                pids: pids.containerPids(),
+              },
+            }
           : {}),
       };
     } catch (e) {
@@ -204,5 +240,5 @@ function restoreIdentity(ctx: RestoreContext): void {
 }
 
 export const tracerOps: Record<string, Op> = {
-  restore: (_ctx, dir: string) => restoreProcess(dir),
+  restore: (_ctx, dir: string, opts?: RestoreOptions) => restoreProcess(dir, opts),
 };

@@ -13,7 +13,7 @@ const SIGSTOP = 19;
  * has its own mask back.
  */
 export function restore(ctx: RestoreContext): void {
-  const s = ctx.image.entriesOf(SignalsEntry).find((e) => e.pid === ctx.pid);
+  const s = ctx.image.entriesOf(SignalsEntry).find((e) => e.pid === ctx.imagePid);
   if (!s) return;
   const inj = ctx.injector;
   inj.reset();
@@ -40,7 +40,7 @@ export function restore(ctx: RestoreContext): void {
   for (const info of s.pending) {
     const signo = Buffer.from(info).readInt32LE(0);
     inj.reset();
-    inj.call(`rt_sigqueueinfo(${signo})`, Sys.rt_sigqueueinfo, ctx.vpid(ctx.pid), signo, inj.put(Buffer.from(info)));
+    inj.call(`rt_sigqueueinfo(${signo})`, Sys.rt_sigqueueinfo, ctx.pids.vpid(ctx.imagePid), signo, inj.put(Buffer.from(info)));
   }
   inj.reset();
 }

@@ -7,29 +7,29 @@ import { fromHex } from '../image/fields.js';
 import type { RestoreContext } from './context.js';
 import type { Injector, BatchCall } from '../native/inject.js';
 import { THREAD_CLONE_FLAGS } from '../native/husk.js';
-import { setTidFor } from './tree.js';
 
 const PR_SET_NAME = 15;
 const PR_SET_TIMERSLACK = 29;
 const PRIO_PROCESS = 0;
 
-export function threadOf(ctx: Pick<RestoreContext, 'image' | 'pid'>, tid: number): ThreadEntry {
-  const t = ctx.image.entriesOf(ThreadEntry).find((e) => e.pid === ctx.pid && e.tid === tid);
-  if (!t) throw new Error(`the image has no thread entry for pid ${ctx.pid} tid ${tid}`);
+export function threadOf(ctx: Pick<RestoreContext, 'image' | 'imagePid'>, imageTid: number): ThreadEntry {
+  const t = ctx.image.entriesOf(ThreadEntry).find((e) => e.pid === ctx.imagePid && e.tid === imageTid);
+  if (!t) throw new Error(`the image has no thread entry for pid ${ctx.imagePid} tid ${imageTid}`);
   return t;
 }
 
 /**
  * Creates the threads other than the leader inside the leader husk, each
- * with its saved tid (clone3 + set_tid). They share the leader's memory,
- * files and signal handlers from the start; registers, TLS and masks come
- * at the end with restoreCpu.
+ * with its saved tid (clone3 + set_tid), and records their live tids. They
+ * share the leader's memory, files and signal handlers from the start;
+ * registers, TLS and masks come at the end with restoreCpu.
  */
-export function createThreads(ctx: RestoreContext, tids: number[]): void {
-  for (const tid of tids) {
-    if (tid === ctx.pid) continue;
-    const t = ctx.husk.clone({ flags: THREAD_CLONE_FLAGS, setTid: setTidFor(tid, ctx.vpid) });
-    ctx.threads.push({ tid, injector: t.injector });
+export function createThreads(ctx: RestoreContext, imageTids: number[]): void {
+  for (const imageTid of imageTids) {
+    if (imageTid === ctx.imagePid) continue;
+    const t = ctx.husk.clone({ flags: THREAD_CLONE_FLAGS, setTid: ctx.pids.setTid(imageTid) });
+    ctx.pids.record(imageTid, t.pid);
+    ctx.threads.push({ tid: t.pid, imageTid, injector: t.injector });
   }
 }
 
@@ -40,7 +40,7 @@ export function createThreads(ctx: RestoreContext, tids: number[]): void {
  * nice value (CAP_SYS_NICE).
  */
 export function restoreKernelState(ctx: RestoreContext): void {
-  for (const { tid, injector } of ctx.threads) restoreThreadState(ctx, threadOf(ctx, tid), injector);
+  for (const { imageTid, injector } of ctx.threads) restoreThreadState(ctx, threadOf(ctx, imageTid), injector);
 }
 
 function restoreThreadState(ctx: RestoreContext, t: ThreadEntry, inj: Injector): void {
@@ -59,7 +59,7 @@ function restoreThreadState(ctx: RestoreContext, t: ThreadEntry, inj: Injector):
   calls.push({ nr: Sys.setpriority, args: [PRIO_PROCESS, 0, t.nice] }, { nr: Sys.prctl, args: [PR_SET_TIMERSLACK, t.timerSlackNs] });
   for (const info of t.pending) {
     const signo = Buffer.from(info).readInt32LE(0);
-    calls.push({ nr: Sys.rt_tgsigqueueinfo, args: [ctx.vpid(ctx.pid), ctx.vpid(t.tid), signo, inj.put(Buffer.from(info))] });
+    calls.push({ nr: Sys.rt_tgsigqueueinfo, args: [ctx.pids.vpid(ctx.imagePid), ctx.pids.vpid(t.tid), signo, inj.put(Buffer.from(info))] });
   }
   // All independent and per-thread: one stop instead of one per call.
   inj.batch(`thread ${t.tid} state`, calls);
@@ -75,15 +75,15 @@ function restoreThreadState(ctx: RestoreContext, t: ThreadEntry, inj: Injector):
  * starts over) rather than failing with EINTR that no signal caused.
  */
 export function restoreCpu(ctx: RestoreContext): void {
-  for (const { tid } of ctx.threads) restoreThreadCpu(threadOf(ctx, tid));
+  for (const { tid, imageTid } of ctx.threads) restoreThreadCpu(tid, threadOf(ctx, imageTid));
 }
 
-function restoreThreadCpu(t: ThreadEntry): void {
+function restoreThreadCpu(tid: number, t: ThreadEntry): void {
   const regs = new Regs(Buffer.from(t.regs));
   if (regs.signed('orig_rax') >= 0n && regs.signed('rax') === -BigInt(Errno.ERESTART_RESTARTBLOCK)) {
     regs.set('rax', -BigInt(Errno.ERESTARTNOINTR));
   }
-  setRegs(t.tid, regs);
-  setXstate(t.tid, Buffer.from(t.xstate));
-  setSigmask(t.tid, fromHex(t.sigmask));
+  setRegs(tid, regs);
+  setXstate(tid, Buffer.from(t.xstate));
+  setSigmask(tid, fromHex(t.sigmask));
 }

@@ -46,7 +46,7 @@ const CHUNK = 1024;
  * A SIGEV_THREAD_ID timer needs its thread to exist already.
  */
 export function restore(ctx: RestoreContext): void {
-  const timers = ctx.image.entriesOf(PosixTimerEntry).filter((t) => t.pid === ctx.pid).sort((a, b) => a.id - b.id);
+  const timers = ctx.image.entriesOf(PosixTimerEntry).filter((t) => t.pid === ctx.imagePid).sort((a, b) => a.id - b.id);
   if (!timers.length) return;
   const inj = ctx.injector;
   const on = inj.callRaw(Sys.prctl, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_ON, 0, 0, 0);
@@ -70,7 +70,7 @@ export function restore(ctx: RestoreContext): void {
       sev.writeBigUInt64LE(fromHex(t.value), 0);
       sev.writeInt32LE(t.signo, 8);
       sev.writeInt32LE(t.notify, 12);
-      if (t.tid !== null) sev.writeInt32LE(ctx.vpid(t.tid), SIGEVENT_TID_OFFSET);
+      if (t.tid !== null) sev.writeInt32LE(ctx.pids.vpid(t.tid), SIGEVENT_TID_OFFSET);
       calls.push({ nr: Sys.timer_create, args: [t.clock, inj.put(sev), ids + i * 4], what: `timer_create(id ${t.id}, clock ${t.clock}, notify ${t.notify})`, creates: i });
       if (t.remaining.sec || t.remaining.nsec) {
         const its = Buffer.alloc(ITIMERSPEC_SIZE);

@@ -7,6 +7,7 @@ import { kill } from '../native/process.js';
 import { isNativeError } from '../native/errors.js';
 import { ProcessEntry, ZombieEntry } from '../image/process.js';
 import type { ImageReader } from '../image/format.js';
+import type { PidTranslation } from './context.js';
 
 /** A process of the image, live or zombie, with its place in the tree. */
 export type TreeMember = { kind: 'live'; entry: ProcessEntry } | { kind: 'zombie'; entry: ZombieEntry };
@@ -39,28 +40,23 @@ export function treeOrder(image: ImageReader): TreeMember[] {
 const PR_SET_CHILD_SUBREAPER = 36;
 const WNOHANG_WALL = 0x40000001;
 
-/**
- * Creates a husk for every process of the image, each with its pid, as the
- * child of its parent's husk. A process that led a session calls setsid
- * before its own children exist, so they are born into it, as they were. A
- * process in a session that neither it nor its parent leads (an orphan
- * reparented to a subreaper) is born the way it came to be: a helper under
- * the session leader clones it and exits, and it is reparented to the
- * subreaper. The root is cloned from `first`, which is then released: the
- * root becomes the restorer's child.
- */
-/** How the tree is placed: the pid each process sees (its own pid, or the one inside its container), and the root's namespaces. */
+/** How the tree is placed: the pids each process gets (and where they are noted), and the root's namespaces. */
 export interface TreePlacement {
-  vpid: (hostPid: number) => number;
+  pids: PidTranslation;
   rootFlags: number;
 }
 
-/** set_tid for a pid: one level, or the pid inside the container first and the host's after it. */
-export function setTidFor(hostPid: number, vpid: (hostPid: number) => number): number[] {
-  const inner = vpid(hostPid);
-  return inner === hostPid ? [hostPid] : [inner, hostPid];
-}
-
+/**
+ * Creates a husk for every process of the image, each with its pid, as the
+ * child of its parent's husk, and records the live pids. A process that led
+ * a session calls setsid before its own children exist, so they are born
+ * into it, as they were. A process in a session that neither it nor its
+ * parent leads (an orphan reparented to a subreaper) is born the way it came
+ * to be: a helper under the session leader clones it and exits, and it is
+ * reparented to the subreaper. The root is cloned from `first`, which is then
+ * released: the root becomes the restorer's child. The map is keyed by image
+ * pid.
+ */
 export function buildTree(first: Husk, order: TreeMember[], place: TreePlacement): Map<number, Husk> {
   const husks = new Map<number, Husk>();
   const entries = new Map(order.map((m) => [m.entry.pid, m.entry]));
@@ -73,12 +69,14 @@ export function buildTree(first: Husk, order: TreeMember[], place: TreePlacement
     const parent = husks.get(e.ppid) ?? first;
     let husk: Husk;
     if (bornInAnotherSession(e, entries)) {
-      husk = cloneThroughSessionLeader(husks.get(e.sid)!, e, place);
-      const ppid = Number(readStat(e.pid).fields[4]);
-      if (ppid !== e.ppid) throw new Error(`pid ${e.pid} was reparented to ${ppid}, not to ${e.ppid}: its parent must be a subreaper above its session leader`);
+      husk = cloneThroughSessionLeader(husks.get(e.sid)!, e, place.pids);
+      place.pids.record(e.pid, husk.pid);
+      const ppid = Number(readStat(husk.pid).fields[4]);
+      if (ppid !== parent.pid) throw new Error(`pid ${e.pid} was reparented to ${ppid}, not to ${parent.pid} (${e.ppid} in the image): its parent must be a subreaper above its session leader`);
     } else {
       const root = parent === first;
-      husk = parent.clone({ setTid: setTidFor(e.pid, place.vpid), exitSignal: e.exitSignal, flags: root ? place.rootFlags : 0 });
+      husk = parent.clone({ setTid: place.pids.setTid(e.pid), exitSignal: e.exitSignal, flags: root ? place.rootFlags : 0 });
+      place.pids.record(e.pid, husk.pid);
       if (root) first.release();
     }
     husks.set(e.pid, husk);
@@ -106,9 +104,9 @@ function canCreate(e: Placed, husks: Map<number, Husk>, entries: Map<number, Pla
   return !bornInAnotherSession(e, entries) || husks.has(e.sid);
 }
 
-function cloneThroughSessionLeader(leader: Husk, e: { pid: number; exitSignal: number }, place: TreePlacement): Husk {
+function cloneThroughSessionLeader(leader: Husk, e: { pid: number; exitSignal: number }, pids: PidTranslation): Husk {
   const helper = leader.clone();
-  const husk = helper.clone({ setTid: setTidFor(e.pid, place.vpid), exitSignal: e.exitSignal });
+  const husk = helper.clone({ setTid: pids.setTid(e.pid), exitSignal: e.exitSignal });
   helper.release();
   // The helper's exit left a zombie and a SIGCHLD in the leader, neither of which the original had.
   leader.injector.callRaw(Sys.wait4, -1, 0, WNOHANG_WALL, 0);
@@ -133,13 +131,14 @@ function consumeSignal(husk: Husk, signo: number): void {
  * leader is not in the image (the root's, usually) stay as the restore made
  * them.
  */
-export function joinGroups(husks: Map<number, Husk>, order: TreeMember[], vpid: (hostPid: number) => number): void {
+export function joinGroups(husks: Map<number, Husk>, order: TreeMember[], pids: PidTranslation): void {
   const inImage = new Set(order.map((m) => m.entry.pid));
   const leaders = order.filter((m) => m.entry.pgid === m.entry.pid && m.entry.sid !== m.entry.pid);
   const members = order.filter((m) => m.entry.pgid !== m.entry.pid && inImage.has(m.entry.pgid));
   for (const m of [...leaders, ...members]) {
-    if (Number(readStat(m.entry.pid).fields[5]) === m.entry.pgid) continue;
-    husks.get(m.entry.pid)!.injector.call(`setpgid(0, ${m.entry.pgid})`, Sys.setpgid, 0, vpid(m.entry.pgid));
+    const husk = husks.get(m.entry.pid)!;
+    if (Number(readStat(husk.pid).fields[5]) === pids.liveOf(m.entry.pgid)) continue;
+    husk.injector.call(`setpgid(0, ${m.entry.pgid})`, Sys.setpgid, 0, pids.vpid(m.entry.pgid));
   }
 }
 
@@ -156,6 +155,7 @@ export function finishZombies(husks: Map<number, Husk>, order: TreeMember[]): vo
     if (m.kind !== 'zombie') continue;
     const z = m.entry;
     const husk = husks.get(z.pid)!;
+    const pid = husk.pid;
     const signal = z.status & 0x7f;
     if (signal === 0) {
       try {
@@ -167,11 +167,11 @@ export function finishZombies(husks: Map<number, Husk>, order: TreeMember[]): vo
     } else {
       husk.injector.call('prlimit64(RLIMIT_CORE)', Sys.prlimit64, 0, RLIMIT_CORE, husk.injector.put(Buffer.alloc(16)), 0);
       husk.injector.reset();
-      setSigmask(z.pid, 0n);
-      detach(z.pid);
-      kill(z.pid, signal);
+      setSigmask(pid, 0n);
+      detach(pid);
+      kill(pid, signal);
     }
-    waitUntilZombie(z.pid);
+    waitUntilZombie(pid);
     if (z.exitSignal) consumeSignal(husks.get(z.ppid)!, z.exitSignal);
   }
 }

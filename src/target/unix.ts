@@ -172,7 +172,7 @@ class Builder {
       if (key) this.groups.set(key, [...(this.groups.get(key) ?? []), s]);
     }
     for (const e of ctx.image.entriesOf(FdEntry)) {
-      this.fdNumbers.set(e.file, [...(this.fdNumbers.get(e.file) ?? []), e.pid === ctx.pid ? `fd ${e.fd}` : `pid ${e.pid} fd ${e.fd}`]);
+      this.fdNumbers.set(e.file, [...(this.fdNumbers.get(e.file) ?? []), e.pid === ctx.imagePid ? `fd ${e.fd}` : `pid ${e.pid} fd ${e.fd}`]);
     }
     this.helperSndbuf = 2 * (socks.reduce((n, s) => n + (s.queue?.length ?? 0), 0) + (1 << 16));
   }
@@ -372,7 +372,7 @@ class Builder {
     const to = r.kind === 'dgram' && r.name?.length ? this.address(r) : undefined;
     for (let done = 0; ; ) {
       // The image has pids as Ferry saw them; the kernel reads SCM_CREDENTIALS in the sender's pid namespace.
-      const n = injectSendmsg(this.inj, from, at + done, length - done, { ...(to ? { to } : {}), ...(creds?.pid ? { creds: { ...creds, pid: this.ctx.vpid(creds.pid) } } : {}) });
+      const n = injectSendmsg(this.inj, from, at + done, length - done, { ...(to ? { to } : {}), ...(creds?.pid ? { creds: { ...creds, pid: this.ctx.pids.vpid(creds.pid) } } : {}) });
       done += n;
       if (done === length) return;
       if (r.kind !== 'stream') throw new Error(`the kernel took ${n} bytes of a ${length}-byte message`);
@@ -509,7 +509,7 @@ function tiedGroup(all: Sock[], from: Sock[]): Sock[] {
  * shutdowns, options.
  */
 export async function restore(ctx: RestoreContext): Promise<void> {
-  const held = new Set(ctx.image.entriesOf(FdEntry).filter((e) => e.pid === ctx.pid).map((e) => e.file));
+  const held = new Set(ctx.image.entriesOf(FdEntry).filter((e) => e.pid === ctx.imagePid).map((e) => e.file));
   const all = ctx.image.entriesOf(UnixSocketEntry);
   // A group with a socket made by an earlier process was made whole there, so every socket of it has a home.
   const mine = all.filter((s) => held.has(s.file) && !ctx.shared.homes.has(`file:${s.file}`));

@@ -16,7 +16,8 @@ export function register(program: Command): void {
       'after',
       '\nThe restored process outlives this command: it is handed to init (or the nearest' +
         '\nsubreaper), as if its parent had exited. Exits 4 when this host cannot take the' +
-        '\nimage (its pid is in use, a file it maps differs), 1 when the image is damaged.',
+        '\nimage (its pid is in use, a file it maps differs), 1 when the image is damaged.' +
+        '\nA container gets back its pids inside; its pids on this host are new ones.',
     )
     .action(async (options: { dir: string }) => {
       const dir = path.resolve(options.dir);
@@ -25,7 +26,7 @@ export function register(program: Command): void {
       if (summary.container) recordRestored(summary.container, summary.pid);
       printResult(summary, (s) =>
         s.container
-          ? `restored container ${s.container.name} (pid ${s.pid}, ${s.pids.length} process${s.pids.length > 1 ? 'es' : ''}) from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`
+          ? `restored container ${s.container.name} (pid 1 inside, host pid ${s.pid}; ${s.pids.length} process${s.pids.length > 1 ? 'es' : ''}) from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`
           : s.pids.length > 1
             ? `restored the tree of pid ${s.pid} (${s.pids.join(' ')}) from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`
             : `restored pid ${s.pid} from ${s.dir} in ${s.restoreMs.toFixed(1)} ms`,
