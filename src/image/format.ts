@@ -232,9 +232,10 @@ async function readFully(fh: FileHandle, buf: Uint8Array, offset: number, length
 }
 
 /**
- * An append-only file with a running sha256. Offsets are given out and the
- * hash is updated synchronously, in call order; the writes themselves are
- * positional and may complete in any order.
+ * An append-only stream (a file or a network stream) with a running sha256.
+ * Offsets are given out and the hash is updated synchronously, in call
+ * order; `out` may complete the writes in any order (files are written
+ * positionally) but must take them in call order (streams).
  */
 class Appender {
   size = 0;
@@ -243,8 +244,8 @@ class Appender {
   private failure: unknown = null;
 
   constructor(
-    readonly fh: FileHandle,
     readonly name: string,
+    private readonly out: (bufs: readonly Uint8Array[], offset: number) => Promise<void>,
   ) {}
 
   append(bufs: readonly Uint8Array[]): { offset: number; done: Promise<void> } {
@@ -254,7 +255,7 @@ class Appender {
       this.hash.update(b);
       this.size += b.length;
     }
-    const done = writeFully(this.fh, bufs, offset).catch((e: unknown) => {
+    const done = this.out(bufs, offset).catch((e: unknown) => {
       this.failure ??= e;
       throw e;
     });
@@ -276,47 +277,57 @@ class Appender {
   }
 }
 
-// ---------------------------------------------------------------- writer
-
-export interface ImageWriterOptions {
-  /** Entry types to validate against (default: the registry defineEntry fills). */
-  registry?: EntryRegistry;
-  /** fsync the files and the directory at finish() (default true). */
-  fsync?: boolean;
-  /** Override host facts (the lab's simulated hosts, tests). */
-  host?: Partial<HostFacts>;
-  /** Override the Ferry version recorded in the manifest (tests). */
-  ferryVersion?: string;
+/**
+ * Where an image goes other than a directory: a migration streams it to
+ * the target host as it is written, with nothing on the source's disk.
+ */
+export interface ImageSink {
+  /** What the image is written to, for messages ("lab-2 (migration 3f2a)"). */
+  readonly where: string;
+  /**
+   * Appends to one of the image's two data files. Called in the order the
+   * bytes belong in the file; resolves once the sink has taken them, so a
+   * slow receiver holds the checkpoint here rather than filling memory.
+   * `bufs` may be reused by the writer once the promise settles.
+   */
+  append(file: typeof ENTRIES_FILE | typeof PAGES_FILE, bufs: readonly Uint8Array[]): Promise<void>;
+  /** Everything was appended: the manifest, with both files' sizes and sha256s, ends the image. */
+  finish(manifest: Manifest): Promise<void>;
+  /** The checkpoint failed: the receiver discards what it got. */
+  abort(reason: string): Promise<void>;
 }
 
-const ENTRY_FLUSH_BYTES = 256 * 1024;
+/** An image being written: its two data files, and how it is completed or discarded. */
+interface ImageOutput {
+  readonly where: string;
+  readonly entries: Appender;
+  readonly pages: Appender;
+  /** Makes the data files durable and places the manifest, the last step of an image. */
+  complete(manifest: Manifest): Promise<void>;
+  discard(reason: string): Promise<void>;
+}
 
-/**
- * Writes a new image directory. Everything goes to *.tmp names; finish()
- * renames the data files and writes manifest.json last, so until finish()
- * returns nothing in the directory opens as an image.
- */
-export class ImageWriter {
-  private state: 'open' | 'finishing' | 'finished' | 'failed' | 'aborted' = 'open';
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  private count = 0;
+class DirectoryOutput implements ImageOutput {
   private renamed = false;
 
   private constructor(
-    readonly dir: string,
-    private readonly opts: ImageWriterOptions,
+    private readonly dir: string,
+    private readonly fsync: boolean,
     private readonly createdDir: boolean,
-    private readonly entriesOut: Appender,
-    private readonly pagesOut: Appender,
+    private readonly handles: [FileHandle, FileHandle],
+    readonly entries: Appender,
+    readonly pages: Appender,
   ) {}
+
+  get where(): string {
+    return this.dir;
+  }
 
   /**
    * Creates `dir` (and its parents) or takes an existing empty directory.
    * Throws ImageError('exists') if it exists and is not an empty directory.
    */
-  static async create(dir: string, opts: ImageWriterOptions = {}): Promise<ImageWriter> {
-    dir = path.resolve(dir);
+  static async create(dir: string, fsync: boolean): Promise<DirectoryOutput> {
     let createdDir = false;
     let st;
     try {
@@ -360,9 +371,130 @@ export class ImageWriter {
       for (const fh of opened) await fh.close().catch(() => {});
       throw e;
     }
-    const w = new ImageWriter(dir, opts, createdDir, new Appender(opened[0]!, ENTRIES_FILE), new Appender(opened[1]!, PAGES_FILE));
-    w.queueRecord(encodeRecordHead(imageHeaderRecord()));
-    return w;
+    const [entries, pages] = opened as [FileHandle, FileHandle];
+    return new DirectoryOutput(
+      dir,
+      fsync,
+      createdDir,
+      [entries, pages],
+      new Appender(ENTRIES_FILE, (bufs, offset) => writeFully(entries, bufs, offset)),
+      new Appender(PAGES_FILE, (bufs, offset) => writeFully(pages, bufs, offset)),
+    );
+  }
+
+  /** Syncs and renames the data files into place, then writes manifest.json last (via a temp name): until then nothing here opens as an image. */
+  async complete(manifest: Manifest): Promise<void> {
+    if (this.fsync) await Promise.all(this.handles.map((fh) => fh.sync()));
+    await Promise.all(this.handles.map((fh) => fh.close()));
+    for (const name of [ENTRIES_FILE, PAGES_FILE]) {
+      await fs.rename(path.join(this.dir, name + TEMP_SUFFIX), path.join(this.dir, name));
+    }
+    this.renamed = true;
+    const tmp = path.join(this.dir, MANIFEST_FILE + TEMP_SUFFIX);
+    const fh = await fs.open(tmp, 'wx');
+    try {
+      await fh.writeFile(JSON.stringify(manifest, null, 2) + '\n');
+      if (this.fsync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, path.join(this.dir, MANIFEST_FILE));
+    if (this.fsync) {
+      const d = await fs.open(this.dir, 'r');
+      try {
+        await d.sync();
+      } finally {
+        await d.close();
+      }
+    }
+  }
+
+  /** Removes what this writer created: temp files, the data files if the manifest was never written, the directory if it made it. */
+  async discard(): Promise<void> {
+    await Promise.allSettled(this.handles.map((fh) => fh.close()));
+    const names = [ENTRIES_FILE + TEMP_SUFFIX, PAGES_FILE + TEMP_SUFFIX, MANIFEST_FILE + TEMP_SUFFIX];
+    if (this.renamed) names.push(ENTRIES_FILE, PAGES_FILE);
+    for (const n of names) await fs.rm(path.join(this.dir, n), { force: true });
+    if (this.createdDir) await fs.rmdir(this.dir).catch(() => {});
+  }
+}
+
+class SinkOutput implements ImageOutput {
+  readonly entries: Appender;
+  readonly pages: Appender;
+
+  constructor(private readonly sink: ImageSink) {
+    this.entries = new Appender(ENTRIES_FILE, (bufs) => sink.append(ENTRIES_FILE, bufs));
+    this.pages = new Appender(PAGES_FILE, (bufs) => sink.append(PAGES_FILE, bufs));
+  }
+
+  get where(): string {
+    return this.sink.where;
+  }
+
+  complete(manifest: Manifest): Promise<void> {
+    return this.sink.finish(manifest);
+  }
+
+  discard(reason: string): Promise<void> {
+    return this.sink.abort(reason);
+  }
+}
+
+// ---------------------------------------------------------------- writer
+
+export interface ImageWriterOptions {
+  /** Entry types to validate against (default: the registry defineEntry fills). */
+  registry?: EntryRegistry;
+  /** fsync the files and the directory at finish() (default true). */
+  fsync?: boolean;
+  /** Override host facts (the lab's simulated hosts, tests). */
+  host?: Partial<HostFacts>;
+  /** Override the Ferry version recorded in the manifest (tests). */
+  ferryVersion?: string;
+}
+
+const ENTRY_FLUSH_BYTES = 256 * 1024;
+
+/**
+ * Writes a new image: into a directory (create) or into a sink that
+ * streams it elsewhere (toSink). In a directory everything goes to *.tmp
+ * names and manifest.json comes last, so until finish() returns nothing
+ * there opens as an image.
+ */
+export class ImageWriter {
+  private state: 'open' | 'finishing' | 'finished' | 'failed' | 'aborted' = 'open';
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private count = 0;
+  private readonly entriesOut: Appender;
+  private readonly pagesOut: Appender;
+
+  private constructor(
+    private readonly output: ImageOutput,
+    private readonly opts: ImageWriterOptions,
+  ) {
+    this.entriesOut = output.entries;
+    this.pagesOut = output.pages;
+    this.queueRecord(encodeRecordHead(imageHeaderRecord()));
+  }
+
+  /**
+   * Creates `dir` (and its parents) or takes an existing empty directory.
+   * Throws ImageError('exists') if it exists and is not an empty directory.
+   */
+  static async create(dir: string, opts: ImageWriterOptions = {}): Promise<ImageWriter> {
+    return new ImageWriter(await DirectoryOutput.create(path.resolve(dir), opts.fsync ?? true), opts);
+  }
+
+  /** Writes the image into `sink` as it is made (a migration's stream to the target host). */
+  static toSink(sink: ImageSink, opts: ImageWriterOptions = {}): ImageWriter {
+    return new ImageWriter(new SinkOutput(sink), opts);
+  }
+
+  /** Where the image goes: the directory, or the sink's description. */
+  get dir(): string {
+    return this.output.where;
   }
 
   /** Entries added so far. */
@@ -475,24 +607,17 @@ export class ImageWriter {
   }
 
   /**
-   * Completes the image: flushes and syncs entries.bin and pages.bin, renames
-   * them into place, then writes manifest.json (via a temp name). `meta` is
-   * free-form JSON stored in the manifest.
+   * Completes the image: flushes both data files, then hands the manifest
+   * (sizes, sha256s, `meta`, free-form JSON) to the output, which places it
+   * last.
    */
   async finish(meta: Record<string, JsonValue> = {}): Promise<Manifest> {
     this.checkOpen();
     canonicalJson(meta); // refuse non-JSON meta before touching anything
     this.state = 'finishing';
-    const fsync = this.opts.fsync ?? true;
     try {
       this.flushEntries();
       await Promise.all([this.entriesOut.drain(), this.pagesOut.drain()]);
-      if (fsync) await Promise.all([this.entriesOut.fh.sync(), this.pagesOut.fh.sync()]);
-      await Promise.all([this.entriesOut.fh.close(), this.pagesOut.fh.close()]);
-      for (const name of [ENTRIES_FILE, PAGES_FILE]) {
-        await fs.rename(path.join(this.dir, name + TEMP_SUFFIX), path.join(this.dir, name));
-      }
-      this.renamed = true;
       const body: Omit<Manifest, 'sha256'> = {
         format: FORMAT_NAME,
         formatVersion: FORMAT_VERSION,
@@ -507,23 +632,7 @@ export class ImageWriter {
         meta,
       };
       const manifest: Manifest = { ...body, sha256: manifestDigest(body) };
-      const tmp = path.join(this.dir, MANIFEST_FILE + TEMP_SUFFIX);
-      const fh = await fs.open(tmp, 'wx');
-      try {
-        await fh.writeFile(JSON.stringify(manifest, null, 2) + '\n');
-        if (fsync) await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await fs.rename(tmp, path.join(this.dir, MANIFEST_FILE));
-      if (fsync) {
-        const d = await fs.open(this.dir, 'r');
-        try {
-          await d.sync();
-        } finally {
-          await d.close();
-        }
-      }
+      await this.output.complete(manifest);
       this.state = 'finished';
       return manifest;
     } catch (e) {
@@ -533,19 +642,15 @@ export class ImageWriter {
   }
 
   /**
-   * Gives up: removes what this writer created (temp files, the data files if
-   * the manifest was never written, the directory if it created it). No-op
-   * after a successful finish().
+   * Gives up: a directory loses what this writer created (temp files, the
+   * data files if the manifest was never written, the directory if it made
+   * it); a sink is told to discard. No-op after a successful finish().
    */
-  async abort(): Promise<void> {
+  async abort(reason = 'the checkpoint failed'): Promise<void> {
     if (this.state === 'finished' || this.state === 'aborted') return;
     this.state = 'aborted';
     await Promise.allSettled([this.entriesOut.drain(), this.pagesOut.drain()]);
-    await Promise.allSettled([this.entriesOut.fh.close(), this.pagesOut.fh.close()]);
-    const names = [ENTRIES_FILE + TEMP_SUFFIX, PAGES_FILE + TEMP_SUFFIX, MANIFEST_FILE + TEMP_SUFFIX];
-    if (this.renamed) names.push(ENTRIES_FILE, PAGES_FILE);
-    for (const n of names) await fs.rm(path.join(this.dir, n), { force: true });
-    if (this.createdDir) await fs.rmdir(this.dir).catch(() => {});
+    await this.output.discard(reason);
   }
 }
 

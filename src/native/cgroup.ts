@@ -179,6 +179,35 @@ function removeQuietly(dir: string): void {
   }
 }
 
+/**
+ * SIGKILLs every task of the group, frozen or not, without letting any run
+ * a single instruction of its own: cgroup2's cgroup.kill where the group
+ * is on the unified hierarchy (a frozen task dies there), else a SIGKILL to
+ * each task and then a thaw (a v1-frozen task only dies once thawed, and a
+ * pending SIGKILL is taken before it returns to user space). Returns once
+ * the group is empty.
+ */
+export function killAll(cg: Cgroup, timeoutMs = 10_000): void {
+  if (cg.unified && fs.existsSync(path.join(cg.unified, 'cgroup.kill'))) {
+    writeFile(cg.unified, 'cgroup.kill', '1');
+  } else {
+    for (const pid of listPids(cg)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  }
+  if (freezerState(cg) !== 'thawed') requestFreezer(cg, false);
+  const deadline = performance.now() + timeoutMs;
+  let pauseUs = 50;
+  while (listPids(cg).length) {
+    if (performance.now() >= deadline) throw new NativeError(`kill cgroup ${cg.path}`, Errno.ETIMEDOUT, `pids ${listPids(cg).join(', ')} still there after ${timeoutMs} ms`);
+    pauseUs = pause(pauseUs);
+  }
+}
+
 /** Moves a process (all its threads) into the group on every hierarchy. */
 export function addProcess(cg: Cgroup, pid: number): void {
   for (const dir of cgroupDirs(cg)) writeFile(dir, 'cgroup.procs', String(pid));

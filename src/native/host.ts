@@ -179,3 +179,33 @@ export function findExecutable(name: string): string | null {
   }
   return null;
 }
+
+/** What restored code may rely on from the CPU: the instruction sets it may have probed, and the size of the signal frame (the XSAVE layout). */
+export interface CpuProfile {
+  /** ISA flags from /proc/cpuinfo that user code detects and then uses without asking again. */
+  isa: string[];
+  /** AT_MINSIGSTKSZ: the kernel's signal frame size, which grows with every XSAVE feature enabled. */
+  minSigStackSize: number;
+}
+
+/** Flags whose instructions a program may have chosen (glibc ifuncs, JITs) before the migration. */
+const ISA_FLAG = /^(sse\d?|ssse3|sse4_[12]|sse4a|avx.*|fma4?|f16c|bmi[12]|adx|aes|vaes|sha_ni|pclmulqdq|vpclmulqdq|gfni|popcnt|abm|lzcnt|movbe|rdrand|rdseed|xsave.*|xgetbv1|fsgsbase|rdpid|clflushopt|clwb|erms|fsrm|amx.*|avx512.*|pku|ospke|cx16|rtm|hle|movdiri|movdir64b|serialize|waitpkg)$/;
+
+const AT_MINSIGSTKSZ = 51;
+
+export function cpuProfile(): CpuProfile {
+  const flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim().split(/\s+/) ?? [];
+  const auxv = readFileSync('/proc/self/auxv');
+  let minSigStackSize = 0;
+  for (let at = 0; at + 16 <= auxv.length; at += 16) {
+    if (auxv.readBigUInt64LE(at) === BigInt(AT_MINSIGSTKSZ)) minSigStackSize = Number(auxv.readBigUInt64LE(at + 8));
+  }
+  return { isa: flags.filter((f) => ISA_FLAG.test(f)).sort(), minSigStackSize };
+}
+
+/** MemAvailable from /proc/meminfo, in bytes: what can be allocated without swapping. */
+export function memoryAvailable(): number {
+  const kib = /^MemAvailable:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
+  if (kib === undefined) throw new Error('/proc/meminfo has no MemAvailable line');
+  return Number(kib) * 1024;
+}

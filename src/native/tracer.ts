@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { Worker, type TransferListItem } from 'node:worker_threads';
 import { NativeError } from './errors.js';
 import type { SerializedError, TracerReply } from './tracer-protocol.js';
 
@@ -60,6 +60,11 @@ export class Tracer {
     return this.send({ op, args }) as Promise<T>;
   }
 
+  /** Like call(), handing over `transfer` (a MessagePort the operation talks through, say) instead of copying it. */
+  callTransfer<T = unknown>(op: string, args: unknown[], transfer: TransferListItem[]): Promise<T> {
+    return this.send({ op, args }, undefined, transfer) as Promise<T>;
+  }
+
   /** Like call(), with a listener for the operation's progress events. */
   callWithEvents<T = unknown>(op: string, args: unknown[], onEvent: (event: unknown) => void): Promise<T> {
     return this.send({ op, args }, onEvent) as Promise<T>;
@@ -72,12 +77,12 @@ export class Tracer {
     await this.worker.terminate();
   }
 
-  private send(body: object, onEvent?: (event: unknown) => void): Promise<unknown> {
+  private send(body: object, onEvent?: (event: unknown) => void, transfer: TransferListItem[] = []): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('the tracer is closed'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, ...(onEvent ? { onEvent } : {}) });
-      this.worker.postMessage({ id, ...body });
+      this.worker.postMessage({ id, ...body }, transfer);
     });
   }
 

@@ -11,7 +11,9 @@ import { PTRACE_O } from '../native/ptrace.js';
 import { NativeError } from '../native/errors.js';
 import { Errno } from '../native/errno.js';
 import type { Op } from '../native/tracer-protocol.js';
-import { ImageWriter } from '../image/format.js';
+import type { MessagePort } from 'node:worker_threads';
+import { ImageWriter, type ImageSink } from '../image/format.js';
+import { PortSink } from '../image/port-sink.js';
 import '../image/all.js';
 import { ZombieEntry } from '../image/process.js';
 import { CheckpointRefused, type Refusal } from './refusal.js';
@@ -50,6 +52,13 @@ export interface CheckpointOptions {
   tree?: boolean;
   /** The container whose init `pid` is: its whole tree is taken, frozen through its cgroup. */
   container?: ContainerState;
+  /**
+   * A container only: once the image is complete, leave every process
+   * frozen in its cgroup instead of killing it or letting it run. A
+   * migration holds the source copy so until the target has taken over:
+   * then it is killed, or thawed on rollback (runtime.ts).
+   */
+  holdFrozen?: boolean;
 }
 
 export interface CheckpointSummary {
@@ -69,6 +78,8 @@ export interface CheckpointSummary {
   /** Where the time went, in order: checks, preparation, each resource's dump, writing the image, releasing the processes. */
   phases: Array<{ phase: string; ms: number }>;
   leftRunning: boolean;
+  /** The processes are frozen in their cgroup, waiting to be killed or thawed. */
+  heldFrozen: boolean;
 }
 
 /** The process, or with `tree` the process and every descendant, parents before children. */
@@ -115,7 +126,8 @@ interface Stopped {
   threads: Array<{ tid: number; injector: Injector }>;
 }
 
-export async function checkpointProcess(pid: number, dir: string, opts: CheckpointOptions = {}): Promise<CheckpointSummary> {
+/** Checkpoints into a directory, or into a sink that streams the image to another host. */
+export async function checkpointProcess(pid: number, dir: string | ImageSink, opts: CheckpointOptions = {}): Promise<CheckpointSummary> {
   const started = performance.now();
   const phases: Array<{ phase: string; ms: number }> = [];
   let mark = started;
@@ -125,13 +137,14 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
     mark = now;
   };
   if (opts.container) opts = { ...opts, tree: true };
+  if (opts.holdFrozen && (!opts.container || opts.leaveRunning)) throw new Error('holdFrozen is for a container that is not left running');
   const refusals = inspectProcess(pid, opts);
   if (opts.container) container.inspect(opts.container, refusals);
   if (refusals.length) throw new CheckpointRefused(refusals);
   let pids = collectProcesses(pid, !!opts.tree);
   lap('inspect');
   for (const p of pids) if (!isZombie(p)) for (const [, r] of RESOURCES) r.prepare?.(p);
-  const image = await ImageWriter.create(dir);
+  const image = typeof dir === 'string' ? await ImageWriter.create(dir) : ImageWriter.toSink(dir);
   lap('prepare');
   let frozenAt = 0;
   const stopped: Stopped[] = [];
@@ -216,7 +229,14 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
     }
     const manifest = await image.finish({ pid, pids, kind: opts.container ? 'container' : opts.tree ? 'tree' : 'process', ...(opts.container ? { container: opts.container.name } : {}) });
     lap('write image');
-    if (!opts.leaveRunning) {
+    if (opts.holdFrozen) {
+      // Ptrace-stopped tasks count as frozen, so the freeze completes at once and they stay stopped when detached.
+      freeze(opts.container!.cgroup);
+      detachAll(allTids);
+      stopped.length = 0;
+      frozenMs = performance.now() - frozenAt;
+      lap('hold frozen');
+    } else if (!opts.leaveRunning) {
       // Only once the image is safely on disk may the originals go.
       for (const s of stopped) kill(s.pid, 9);
       frozenMs = performance.now() - frozenAt;
@@ -227,13 +247,14 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
     return {
       pid,
       pids,
-      dir: path.resolve(dir),
+      dir: typeof dir === 'string' ? path.resolve(dir) : dir.where,
       ...stats,
       bytes: manifest.files.find((f) => f.name === 'pages.bin')?.size ?? 0,
       entries: image.entryCount,
       frozenMs,
       totalMs: performance.now() - started,
       leftRunning: !!opts.leaveRunning,
+      heldFrozen: !!opts.holdFrozen,
       phases,
     };
   } catch (e) {
@@ -242,7 +263,7 @@ export async function checkpointProcess(pid: number, dir: string, opts: Checkpoi
       endInjection(s.threads);
       detachAll(s.threads.map((t) => t.tid));
     }
-    await image.abort();
+    await image.abort(e instanceof Error ? e.message : String(e));
     throw e;
   }
 }
@@ -313,5 +334,7 @@ async function releasePids(pids: number[], tids: number[]): Promise<void> {
 
 export const tracerOps: Record<string, Op> = {
   checkpoint: (_ctx, pid: number, dir: string, opts: CheckpointOptions) => checkpointProcess(pid, dir, opts),
+  /** The image goes to the main thread through `port` (servePortSink), and from there over the network. */
+  checkpointToPort: (_ctx, pid: number, port: MessagePort, where: string, opts: CheckpointOptions) => checkpointProcess(pid, new PortSink(port, where), opts),
   inspect: (_ctx, pid: number, opts: Pick<CheckpointOptions, 'tree'>) => inspectProcess(pid, opts),
 };

@@ -4,6 +4,7 @@ import { pagemapScan, readRanges, readMappedObject, mappedObjectMode, ProcMem, P
 import { Sys } from '../native/syscalls.js';
 import { VmaEntry, ShmemEntry, MmEntry, VMA_FLAGS } from '../image/memory.js';
 import { identifyFile } from '../image/file-identity.js';
+import type { FileIdentity } from '../image/fields.js';
 import { countPageRuns, packPageRuns, type PackedPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import type { Refusal } from './refusal.js';
@@ -72,6 +73,13 @@ export function prepare(pid: number): void {
   stagingBuffer();
   for (const m of readMaps(pid)) if (classify(m) === 'file') identifyFile(m.path);
   identifyFile(readLink(`/proc/${pid}/exe`));
+}
+
+/** The files a process maps or runs from, which its image will refer to by identity: a target must have them, the same. */
+export function referencedFiles(pid: number): FileIdentity[] {
+  const paths = new Set(readMaps(pid).filter((m) => classify(m) === 'file').map((m) => m.path));
+  paths.add(readLink(`/proc/${pid}/exe`));
+  return [...paths].map((p) => identifyFile(p));
 }
 
 function prot(m: MapsEntry): number {
