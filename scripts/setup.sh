@@ -15,6 +15,7 @@ readonly -a NEEDED=(
   python3     # node-gyp for optional native npm modules; test probes
   util-linux  # unshare, nsenter, setpriv, findmnt
   psmisc      # fuser, killall for cleaning up after the lab
+  openssl     # makes the cluster CA and host certificates for TLS (src/transport/tls.ts)
 )
 
 refuse() {
