@@ -27,6 +27,12 @@ export const ContainerEntry = defineEntry(
     clocks: z.strictObject({ monotonic: Time, boottime: Time }),
     /** [host pid, pid inside] of every process and thread. */
     pids: z.array(z.tuple([Pid, Pid])),
+    /**
+     * The log its output went to on the checkpointed host (the agent's file,
+     * not the container's). fds on it reopen the restoring host's log for
+     * the container: each host keeps the log of what ran there.
+     */
+    log: z.string().optional(),
   }),
 );
 export type ContainerEntry = Entry<typeof ContainerEntry>;

@@ -4,7 +4,7 @@ import { ContainerEntry, TmpfsFileEntry } from '../image/container.js';
 import { countPageRuns, packPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import type { ImageWriter } from '../image/format.js';
-import type { ContainerState } from '../container/state.js';
+import { logPath, type ContainerState } from '../container/state.js';
 import type { Refusal } from './refusal.js';
 import type { DumpStats } from './context.js';
 
@@ -50,6 +50,7 @@ export function dump(image: ImageWriter, state: ContainerState, pids: number[]):
       limits: state.limits,
       clocks: clocksInside(state.pid),
       pids: pairs,
+      log: logPath(state.name),
     }),
   );
 }

@@ -150,10 +150,11 @@ function classify(pid: number, o: OpenFd): Supported | { refuse: string } {
       if (!deleted && reachableInside(pid, p, st)) return { kind: 'path', path: p, node: { type: 'dir' }, inside: true };
       return { refuse: `the directory ${link}, which is no longer reachable under that name` };
     case 'chr': {
-      if (!PORTABLE_DEVICES.has(st.rdev)) return { refuse: `a device (${link}, char ${st.rdev}); of devices only ${[...PORTABLE_DEVICES.values()].join(', ')} are supported` };
-      const here = statPath(p);
-      if (deleted || here?.type !== 'chr' || here.rdev !== st.rdev) return { refuse: `the device ${link}, whose path no longer names char ${st.rdev}` };
-      return { kind: 'path', path: p, node: { type: 'chr', rdev: st.rdev } };
+      // These devices are the same everywhere: the restore opens the host's own node for the number, whatever name the fd shows
+      // (in a restored container it shows "/null": the host's /dev is not in its mount tree).
+      const canonical = PORTABLE_DEVICES.get(st.rdev);
+      if (!canonical) return { refuse: `a device (${link}, char ${st.rdev}); of devices only ${[...PORTABLE_DEVICES.values()].join(', ')} are supported` };
+      return { kind: 'path', path: canonical, node: { type: 'chr', rdev: st.rdev } };
     }
     case 'fifo':
       if (deleted || !reachable(p, st)) return { refuse: `the FIFO ${link}, which is no longer reachable under that name` };

@@ -10,12 +10,28 @@ import { PAGE_SIZE } from '../image/constants.js';
 import type { ImageReader } from '../image/format.js';
 import { buildRoot, CONTAINER_NAMESPACES } from '../container/init.js';
 import { applyLimits, freshCgroup } from '../container/runtime.js';
-import { containerStatus, readState, rootMountPoint } from '../container/state.js';
+import { containerStatus, logPath, readState, rootMountPoint } from '../container/state.js';
 import fs from 'node:fs';
+import path from 'node:path';
 
 /** The container an image holds, if it is one. */
 export function containerOf(image: ImageReader): ContainerEntry | null {
   return image.entriesOf(ContainerEntry)[0] ?? null;
+}
+
+/** The path a restored fd opens on this host: the container's log moves to this host's log for it; everything else stays. */
+export function pathHere(image: ImageReader, p: string): string {
+  const box = containerOf(image);
+  if (!box?.log || box.log !== p) return p;
+  const here = logPath(box.name);
+  fs.mkdirSync(path.dirname(here), { recursive: true });
+  fs.closeSync(fs.openSync(here, 'a'));
+  return here;
+}
+
+/** Whether `p` is the container's log on the checkpointed host, which the restore makes here rather than finds. */
+export function isContainerLog(image: ImageReader, p: string): boolean {
+  return containerOf(image)?.log === p;
 }
 
 /**

@@ -8,6 +8,7 @@ import { unpackPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import { parkFd, fetchFd, openInHusk, type RestoreContext } from './context.js';
 import { shmemFd } from './memory.js';
+import { isContainerLog, pathHere } from './container.js';
 import { O_ACCMODE, O_CLOEXEC, O_CREAT, O_EXCL, O_NONBLOCK, O_RDONLY, O_RDWR, O_TMPFILE, O_WRONLY } from '../native/flags.js';
 
 const F_SETFD = 2;
@@ -44,7 +45,7 @@ export function preflight(ctx: Pick<RestoreContext, 'image'>, problems: string[]
   for (const f of ctx.image.entriesOf(FileEntry)) {
     // A file of a container's private mount comes back with that mount's contents, not from the host.
     if (f.inside) continue;
-    if (f.kind === 'path' && f.path && f.node) {
+    if (f.kind === 'path' && f.path && f.node && !isContainerLog(ctx.image, f.path)) {
       const st = statPath(f.path, f.node.type !== 'any');
       if (!st) problems.push(`${where(f.id)}: ${f.path} does not exist here`);
       else if (f.node.type !== 'any' && st.type !== f.node.type) problems.push(`${where(f.id)}: ${f.path} is a ${st.type} here, a ${f.node.type} in the image`);
@@ -192,7 +193,7 @@ async function make(ctx: RestoreContext, f: FileEntry, objects: Objects): Promis
   const flags = f.flags & ~O_CLOEXEC;
   switch (f.kind) {
     case 'path':
-      return { fd: openInHusk(ctx, f.path!, flags), fresh: true };
+      return { fd: openInHusk(ctx, pathHere(ctx.image, f.path!), flags), fresh: true };
     case 'unlinked':
       return { fd: openInHusk(ctx, `/proc/self/fd/${await objects.ghost(f.ghost!)}`, flags), fresh: true };
     case 'memfd': {
