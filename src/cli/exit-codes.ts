@@ -5,6 +5,7 @@ export const ExitCode = {
   Usage: 2,
   Unsupported: 3,
   Refused: 4,
+  RolledBack: 5,
 } as const;
 
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
@@ -16,4 +17,5 @@ export const EXIT_CODE_MEANINGS: ReadonlyArray<readonly [ExitCode, string]> = [
   [ExitCode.Usage, 'usage error'],
   [ExitCode.Unsupported, 'environment not supported, or Ferry not built'],
   [ExitCode.Refused, 'refused: state Ferry cannot migrate'],
+  [ExitCode.RolledBack, 'the migration failed and was rolled back: the workload runs on where it was'],
 ];

@@ -1,20 +1,27 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import * as agent from './commands/agent.js';
+import * as cancel from './commands/cancel.js';
 import * as checkpoint from './commands/checkpoint.js';
 import * as demo from './commands/demo.js';
 import * as doctor from './commands/doctor.js';
+import * as host from './commands/host.js';
+import * as init from './commands/init.js';
 import * as inspect from './commands/inspect.js';
+import * as lab from './commands/lab.js';
 import * as logs from './commands/logs.js';
+import * as move from './commands/move.js';
 import * as ps from './commands/ps.js';
 import * as restore from './commands/restore.js';
 import * as run from './commands/run.js';
+import * as status from './commands/status.js';
 import * as stop from './commands/stop.js';
 import { describeError, exitCodeFor, formatErrorLine, type ErrorReport } from './errors.js';
 import { EXIT_CODE_MEANINGS, ExitCode } from './exit-codes.js';
 import { setJsonOutput } from './output.js';
 
 /** Each command lives in ./commands/<name>.ts and adds itself to the program. */
-const COMMANDS: ReadonlyArray<{ register(program: Command): void }> = [checkpoint, demo, doctor, inspect, logs, ps, restore, run, stop];
+const COMMANDS: ReadonlyArray<{ register(program: Command): void }> = [agent, cancel, checkpoint, demo, doctor, host, init, inspect, lab, logs, move, ps, restore, run, status, stop];
 
 /** Runs `migrate` with Node's argv; the outcome is left in process.exitCode. */
 export async function main(argv: readonly string[]): Promise<void> {
@@ -25,16 +32,30 @@ export async function main(argv: readonly string[]): Promise<void> {
   });
   const program = buildProgram();
   try {
-    await program.parseAsync(argv);
+    await program.parseAsync(withMoveShorthand(program, argv));
   } catch (error) {
     process.exitCode = report(error, program.opts()['json'] === true);
   }
 }
 
+/**
+ * `migrate web --to host2` is `migrate move web --to host2`: the everyday
+ * command reads as a sentence. Only a first word that is no command, with
+ * --to after it, is taken as a container name, so typos still fail as
+ * unknown commands.
+ */
+function withMoveShorthand(program: Command, argv: readonly string[]): string[] {
+  // Global options (--json) take no value, so the first word that is not an option is the command.
+  const at = argv.findIndex((a, i) => i >= 2 && !a.startsWith('-'));
+  const known = new Set(program.commands.flatMap((c) => [c.name(), ...c.aliases()]));
+  if (at < 0 || known.has(argv[at]!) || !argv.slice(at + 1).some((a) => a === '--to' || a.startsWith('--to='))) return [...argv];
+  return [...argv.slice(0, at), 'move', ...argv.slice(at)];
+}
+
 function buildProgram(): Command {
   const program = new Command('migrate');
   program
-    .description('Ferry: checkpoint and restore of Linux processes, process trees and containers (live migration between hosts comes next)')
+    .description('Ferry: moves running containers between hosts (migrate <container> --to <host>), and checkpoints and restores processes, process trees and containers')
     .version(packageVersion(), '-V, --version', 'print the version')
     .option('--json', 'print results and errors as one JSON object on stdout')
     .helpOption('-h, --help', 'show help')

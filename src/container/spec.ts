@@ -1,4 +1,5 @@
 /** What `migrate run` asks for, and the rules its inputs must follow. */
+import { z } from 'zod';
 import { HOSTNAME_MAX } from '../native/namespaces.js';
 
 export interface ContainerSpec {
@@ -63,4 +64,27 @@ export function parseEnv(text: string): [string, string] {
 export function validateCwd(dir: string): string {
   if (!dir.startsWith('/')) throw new RangeError(`invalid working directory "${dir}": it is a path inside the container, so it must be absolute`);
   return dir;
+}
+
+/** A spec that arrived over the network (`migrate run --host`): checked by the same rules as the CLI's arguments. */
+export const ContainerSpecSchema = z.strictObject({
+  name: z.string().refine(ok(validateName), 'a container name: 1-63 characters of a-z, 0-9, _ . -'),
+  command: z.array(z.string()).min(1),
+  hostname: z.string().refine(ok(validateHostname), 'a hostname of letters, digits, _ . -'),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()),
+  cwd: z.string().refine(ok(validateCwd), 'an absolute path'),
+  memoryBytes: z.number().int().min(MIN_MEMORY).nullable(),
+  cpus: z.number().min(0.01).nullable(),
+  rootfs: z.string().startsWith('/').nullable(),
+});
+
+function ok(validate: (value: string) => unknown): (value: string) => boolean {
+  return (value) => {
+    try {
+      validate(value);
+      return true;
+    } catch {
+      return false;
+    }
+  };
 }

@@ -1,20 +1,39 @@
 import type { Command } from 'commander';
+import { readInventory } from '../../cluster/inventory.js';
 import { listContainers, type ContainerSummary } from '../../container/runtime.js';
+import { PsReply, PsRequest } from '../../coordinator/messages.js';
+import { askAll } from '../cluster.js';
 import { formatTable, printResult } from '../output.js';
+
+type Listed = ContainerSummary & { host: string | null };
 
 export function register(program: Command): void {
   program
     .command('ps')
-    .description('list containers: name, root pid, state (running, frozen, exited), memory, uptime')
-    .action(() => {
-      const containers = listContainers();
-      printResult({ containers }, (r) => render(r.containers));
+    .description('list containers on every host of the inventory (or this machine): name, host, pid, state, memory, uptime')
+    .option('--local', "only this machine's containers, from its state directory, without asking any agent")
+    .action(async (options: { local?: boolean }) => {
+      const inventory = options.local ? null : readInventory();
+      if (!inventory || Object.keys(inventory.hosts).length === 0) {
+        const containers: Listed[] = listContainers().map((c) => ({ ...c, host: null }));
+        printResult({ containers, unreachable: [] }, (r) => render(r.containers, []));
+        return;
+      }
+      const answers = await askAll(inventory, (ch) => ch.request(PsRequest.make({}), PsReply));
+      const containers = answers.flatMap((a) => ('result' in a ? (a.result.containers as unknown as ContainerSummary[]).map((c) => ({ ...c, host: a.host })) : []));
+      const unreachable = answers.filter((a): a is { host: string; error: string } => 'error' in a);
+      printResult({ containers, unreachable }, (r) => render(r.containers, r.unreachable));
     });
 }
 
-function render(containers: ContainerSummary[]): string {
-  if (containers.length === 0) return 'no containers';
+function render(containers: Listed[], unreachable: Array<{ host: string; error: string }>): string {
+  const note = unreachable.length ? `
+
+no answer from: ${unreachable.map((u) => `${u.host} (${u.error})`).join('; ')}` : '';
+  if (containers.length === 0) return `no containers${note}`;
+  const hosts = containers.some((c) => c.host !== null);
   const rows = containers.map((c) => [
+    ...(hosts ? [c.host ?? '-'] : []),
     c.name,
     String(c.pid),
     c.state,
@@ -22,7 +41,7 @@ function render(containers: ContainerSummary[]): string {
     c.uptimeSeconds === null ? '-' : formatDuration(c.uptimeSeconds),
     c.command.join(' '),
   ]);
-  return formatTable(['NAME', 'PID', 'STATE', 'MEMORY', 'UPTIME', 'COMMAND'], rows);
+  return formatTable([...(hosts ? ['HOST'] : []), 'NAME', 'PID', 'STATE', 'MEMORY', 'UPTIME', 'COMMAND'], rows) + note;
 }
 
 function formatBytes(bytes: number): string {

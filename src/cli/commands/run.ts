@@ -5,6 +5,9 @@ import { effectiveUid } from '../../native/host.js';
 import { CONTAINER_TRACER_MODULE, containerLogPath, runContainer } from '../../container/runtime.js';
 import { parseCpus, parseEnv, parseMemory, validateCwd, validateHostname, validateName, type ContainerSpec } from '../../container/spec.js';
 import { withTracer } from '../engine.js';
+import { requireInventory, withHost } from '../cluster.js';
+import { RunReply, RunRequest } from '../../coordinator/messages.js';
+import type { ContainerState } from '../../container/state.js';
 import { CliError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
 import { formatFields, printResult } from '../output.js';
@@ -16,6 +19,7 @@ interface RunOptions {
   memory?: number;
   cpus?: number;
   rootfs?: string;
+  host?: string;
 }
 
 /** Turns a validator's RangeError into commander's usage error (exit 2). */
@@ -49,6 +53,7 @@ export function register(program: Command): void {
     .option('--memory <size>', 'memory limit, e.g. 512m or 2g', usage(parseMemory))
     .option('--cpus <n>', 'CPU limit in CPUs, e.g. 0.5', usage(parseCpus))
     .option('--rootfs <dir>', 'a directory to use as its root, writable (default: the host root, read-only)')
+    .option('--host <host>', "start it on that host of the inventory, through its agent (default: here, without an agent)")
     .addHelpText(
       'after',
       '\nThe container gets its own pid, mount, uts, ipc, network (loopback only), cgroup' +
@@ -69,18 +74,22 @@ export function register(program: Command): void {
         cpus: options.cpus ?? null,
         rootfs: options.rootfs === undefined ? null : checkRootfs(options.rootfs),
       };
-      const state = await withTracer(CONTAINER_TRACER_MODULE, (tracer) => runContainer(spec, tracer));
+      const state = options.host
+        ? ((await withHost(requireInventory(), options.host, (ch) => ch.request(RunRequest.make({ spec }), RunReply))).container as unknown as ContainerState)
+        : await withTracer(CONTAINER_TRACER_MODULE, (tracer) => runContainer(spec, tracer));
       const report = {
         name: state.name,
+        ...(options.host ? { host: options.host } : {}),
         pid: state.pid,
         hostname: state.hostname,
         command: state.command,
         executable: state.executable,
         cgroup: state.cgroup.path,
-        log: containerLogPath(state.name),
+        // On another host the log is there: `migrate lab exec` or a shell there reads it.
+        log: options.host ? `${state.name}/log in that host's state directory` : containerLogPath(state.name),
       };
       printResult(report, (r) =>
-        `started container ${r.name}, pid ${r.pid}\n${formatFields([
+        `started container ${r.name}${r.host ? ` on ${r.host}` : ''}, pid ${r.pid}\n${formatFields([
           ['command', r.command.join(' ')],
           ['hostname', r.hostname],
           ['cgroup', r.cgroup],
