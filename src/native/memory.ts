@@ -167,9 +167,9 @@ export const PAGE_IS = {
   SOFT_DIRTY: 1 << 7,
 } as const;
 
-const PAGEMAP_SCAN = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
-const PM_SCAN_ARG_SIZE = 96;
-const PAGE_REGION_SIZE = 24;
+export const PAGEMAP_SCAN = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
+export const PM_SCAN_ARG_SIZE = 96;
+export const PAGE_REGION_SIZE = 24;
 const SCAN_BATCH = 4096;
 
 export interface PagemapScanQuery {
