@@ -11,3 +11,4 @@ import './creds.js';
 import './timers.js';
 import './unix.js';
 import './container.js';
+import './tcp.js';

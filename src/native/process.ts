@@ -1,7 +1,7 @@
 import { libc, syscall, addressOf, cString } from './libc.js';
 import { NativeError } from './errors.js';
 import { Sys } from './syscalls.js';
-import { O_APPEND, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from './flags.js';
+import { O_APPEND, O_CLOEXEC, O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from './flags.js';
 
 const spawnNative = libc.func('int posix_spawn(_Out_ int *pid, const char *path, void *fileActions, void *attr, const char **argv, const char **envp)');
 const faInit = libc.func('int posix_spawn_file_actions_init(void *fa)');
@@ -32,6 +32,8 @@ export interface SpawnOptions {
   stderr?: StdioSpec;
   /** Start a new session (the child is detached from our terminal and process group). */
   newSession?: boolean;
+  /** Start it in this network namespace (a namespace file: /run/netns/NAME, /proc/PID/ns/net). */
+  netns?: string;
 }
 
 function check(call: string, rc: number): void {
@@ -46,6 +48,10 @@ function check(call: string, rc: number): void {
  * Node's SIGPIPE=SIG_IGN or a worker thread's blocked signals.
  */
 export function spawn(path: string, options: SpawnOptions = {}): number {
+  if (options.netns) {
+    const { netns, ...rest } = options;
+    return inNetns(netns, () => spawn(path, rest));
+  }
   const fa = Buffer.alloc(256);
   const attr = Buffer.alloc(512);
   check('posix_spawn_file_actions_init', faInit(fa));
@@ -159,6 +165,32 @@ export function prlimit(pid: number, resource: number, value?: Rlimit): Rlimit {
 
 export function setns(fd: number, nstype: number): void {
   syscall(`setns(${fd})`, Sys.setns, fd, nstype);
+}
+
+const CLONE_NEWNET = 0x40000000;
+
+/**
+ * Runs `fn` with the calling thread in the network namespace behind the
+ * file `nsPath`, then puts it back. setns changes the calling thread only,
+ * and a child spawned meanwhile is born in the thread's namespace.
+ */
+export function inNetns<T>(nsPath: string, fn: () => T): T {
+  const ours = open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC);
+  try {
+    const theirs = open(nsPath, O_RDONLY | O_CLOEXEC);
+    try {
+      setns(theirs, CLONE_NEWNET);
+    } finally {
+      close(theirs);
+    }
+    try {
+      return fn();
+    } finally {
+      setns(ours, CLONE_NEWNET);
+    }
+  } finally {
+    close(ours);
+  }
 }
 
 export function ioctl(fd: number, request: number | bigint, arg: number | bigint | Buffer = 0): number {

@@ -1,13 +1,13 @@
 /**
  * The Debian tools Ferry drives instead of reimplementing them (ip from
- * iproute2, nsenter and unshare from util-linux), run synchronously with
- * their failures turned into errors that name the command and repeat what
- * it printed.
+ * iproute2, nsenter and unshare from util-linux, nft from nftables), run
+ * synchronously with their failures turned into errors that name the
+ * command and repeat what it printed.
  */
 import { spawnSync } from 'node:child_process';
 
 /** Where each tool comes from, for the message when it is missing. */
-const PACKAGES: Record<string, string> = { ip: 'iproute2', nsenter: 'util-linux', unshare: 'util-linux' };
+const PACKAGES: Record<string, string> = { ip: 'iproute2', nsenter: 'util-linux', unshare: 'util-linux', nft: 'nftables' };
 
 export class ToolError extends Error {
   readonly code = 'TOOL_FAILED';

@@ -26,6 +26,7 @@ import { hex } from '../image/fields.js';
 import { CheckpointRefused, type Refusal } from './refusal.js';
 import type { DumpContext } from './context.js';
 import { classifySocket, checkSockets, dumpSocket } from './unix.js';
+import { classifyInetSocket, checkTcpSockets, dumpSocket as dumpTcpSocket, TcpCheckpoint } from './tcp.js';
 import { pathInRoot } from '../native/namespaces.js';
 import { O_ACCMODE, O_CLOEXEC, O_DIRECT, O_PATH, O_RDONLY, O_WRONLY } from '../native/flags.js';
 
@@ -73,7 +74,9 @@ type Supported =
   | { kind: 'pipe'; key: string; path?: string; stat?: NodeStat }
   | { kind: 'eventfd' | 'epoll' | 'signalfd' | 'timerfd' }
   /** A UNIX socket: the unix module dumps it. */
-  | { kind: 'socket' };
+  | { kind: 'socket' }
+  /** A TCP socket: the tcp module dumps it. */
+  | { kind: 'tcp' };
 
 interface OpenFd {
   fd: number;
@@ -106,12 +109,12 @@ function reachableInside(pid: number, p: string, st: NodeStat): boolean {
   return reachable(pathInRoot(pid, p), st);
 }
 
-/** What an fd is, or why it cannot travel. */
-function classify(pid: number, o: OpenFd): Supported | { refuse: string } {
+/** What an fd is, or why it cannot travel. TCP sockets travel only when the checkpoint takes them (`allowTcp`). */
+function classify(pid: number, o: OpenFd, allowTcp: boolean): Supported | { refuse: string } {
   const { link, info } = o;
   if (info.flags & FASYNC) return { refuse: `${link} is in signal-driven I/O mode (O_ASYNC), whose owner and signal do not travel` };
   if (info.locks.length) return { refuse: `${link} holds a file lock or lease (${info.locks[0]}), which does not travel` };
-  if (link.startsWith('socket:')) return classifySocket(pid, o.fd, link);
+  if (link.startsWith('socket:')) return classifyInetSocket(pid, o.fd, link, allowTcp) ?? classifySocket(pid, o.fd, link);
   if (link.startsWith('pipe:')) {
     if (info.flags & O_DIRECT) return { refuse: `a packet-mode (O_DIRECT) pipe (${link}), whose message boundaries do not travel` };
     return { kind: 'pipe', key: link };
@@ -298,11 +301,11 @@ function checkMemfds(pid: number, descriptions: Description[], refusals: Refusal
 }
 
 /** Reads and classifies the fd table; everything that cannot travel lands in `refusals`. */
-function analyze(pid: number, refusals: Refusal[], scope: Set<number>): Description[] {
+function analyze(pid: number, refusals: Refusal[], scope: Set<number>, allowTcp: boolean): Description[] {
   const all = readOpenFds(pid);
   const open: Array<{ o: OpenFd; what: Supported }> = [];
   for (const o of all) {
-    const what = classify(pid, o);
+    const what = classify(pid, o, allowTcp);
     if ('refuse' in what) refusals.push(refusal(pid, o.fd, what.refuse));
     else open.push({ o, what });
   }
@@ -311,11 +314,12 @@ function analyze(pid: number, refusals: Refusal[], scope: Set<number>): Descript
   checkEpolls(pid, descriptions, new Set(all.map((o) => o.fd)), new Set(open.map((x) => x.o.fd)), refusals);
   checkMemfds(pid, descriptions, refusals);
   checkSockets(pid, descriptions.filter((d) => d.what.kind === 'socket').map((d) => d.fds[0]!), refusals, scope);
+  checkTcpSockets(pid, descriptions.filter((d) => d.what.kind === 'tcp').map((d) => d.fds[0]!), refusals, scope);
   return descriptions;
 }
 
-export function inspect(pid: number, refusals: Refusal[], scope: Set<number> = new Set([pid])): void {
-  analyze(pid, refusals, scope);
+export function inspect(pid: number, refusals: Refusal[], scope: Set<number> = new Set([pid]), opts: { tcp?: boolean } = {}): void {
+  analyze(pid, refusals, scope, opts.tcp === true);
 }
 
 /** A read end of the pipe behind `link` held by another process of the image, to read the buffer through. */
@@ -378,7 +382,8 @@ async function dumpContents(ctx: DumpContext, fd: number, size: number): Promise
 export async function dump(ctx: DumpContext): Promise<void> {
   const { pid } = ctx;
   const refusals: Refusal[] = [];
-  const descriptions = analyze(pid, refusals, ctx.scope);
+  // The checkpoint took TCP sockets exactly when it locked them (TcpCheckpoint.begin).
+  const descriptions = analyze(pid, refusals, ctx.scope, TcpCheckpoint.of(ctx.scope) !== undefined);
   if (refusals.length) throw new CheckpointRefused(refusals.map((r) => ({ ...r, reason: `${r.reason} (it appeared after the checks)` })));
   const remote = new RemoteFds(pid);
   try {
@@ -393,8 +398,8 @@ export async function dump(ctx: DumpContext): Promise<void> {
       }
       const id = ctx.fileIds.length;
       ctx.fileIds.push({ id, pid, fd: o.fd, link: o.link });
-      if (d.what.kind === 'socket') {
-        await dumpSocket(ctx, id, o.fd, o.link, o.info.flags & ~O_CLOEXEC);
+      if (d.what.kind === 'socket' || d.what.kind === 'tcp') {
+        await (d.what.kind === 'tcp' ? dumpTcpSocket : dumpSocket)(ctx, id, o.fd, o.link, o.info.flags & ~O_CLOEXEC);
         for (const f of d.fds) ctx.image.addEntry(FdEntry.make({ pid, fd: f.fd, file: id, cloexec: (f.info.flags & O_CLOEXEC) !== 0 }));
         continue;
       }

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { Husk } from '../native/husk.js';
 import { detach } from '../native/attach.js';
 import { findSyscallGadget } from '../native/inject.js';
@@ -6,7 +7,7 @@ import { Sys } from '../native/syscalls.js';
 import type { Op } from '../native/tracer-protocol.js';
 import { ImageReader, hostFacts } from '../image/format.js';
 import '../image/all.js';
-import { newSharedObjects, PidTranslation, type RestoreContext } from './context.js';
+import { newSharedObjects, PidTranslation, type RestoreContext, type SharedObjects } from './context.js';
 import { treeOrder, buildTree, joinGroups, finishZombies, type TreeMember } from './tree.js';
 import * as container from './container.js';
 import { containerOf } from './container.js';
@@ -18,6 +19,8 @@ import * as thread from './thread.js';
 import * as signals from './signals.js';
 import * as files from './files.js';
 import * as unix from './unix.js';
+import * as tcp from './tcp.js';
+import { inNetns } from '../native/process.js';
 import * as creds from './creds.js';
 import * as timers from './timers.js';
 
@@ -41,6 +44,13 @@ export interface RestoreSummary {
   restoreMs: number;
   /** For a container: what ps, stop and logs need to know of it, and the cgroup it now runs in. */
   container?: RestoredContainer;
+  /**
+   * TCP sockets rebuilt, and the network locks the checkpoint had left:
+   * removed once the processes run, or, for a restore that leaves them
+   * frozen, still in place for whoever thaws them (unlockTable in
+   * src/native/nft.ts, in the namespace of `pid`, a live pid).
+   */
+  tcp?: { sockets: number; locks: tcp.LockState[] };
 }
 
 /** Candidate husk bases: the husk, its scratch and the vdso parking area need 4 MiB that no process of the image uses. */
@@ -91,6 +101,7 @@ function preflight(image: ImageReader, order: TreeMember[], pids: PidTranslation
   memory.preflight({ image }, problems);
   files.preflight({ image }, problems);
   unix.preflight({ image }, problems);
+  tcp.preflight({ image }, problems);
   creds.preflight({ image }, problems);
   if (problems.length) throw new RestoreRefused(problems);
 }
@@ -109,6 +120,12 @@ export interface RestoreOptions {
    * source has let go of its own copy, then thaws it.
    */
   frozen?: boolean;
+  /**
+   * A bare process or tree only: restore it into this network namespace
+   * (a namespace file, /run/netns/NAME or /proc/PID/ns/net) instead of
+   * Ferry's own: the one its TCP connections were checkpointed in, say.
+   */
+  netns?: string;
 }
 
 export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Promise<RestoreSummary> {
@@ -117,6 +134,8 @@ export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Pr
     const order = treeOrder(image);
     const box = containerOf(image);
     const pids = new PidTranslation(box);
+    if (box && opts.netns) throw new RestoreRefused([`container ${box.name} gets a network namespace of its own; a namespace to restore into is for a bare process`]);
+    if (opts.netns && !fs.existsSync(opts.netns)) throw new RestoreRefused([`the network namespace ${opts.netns} to restore into does not exist`]);
     preflight(image, order, pids);
 
     const started = performance.now();
@@ -124,8 +143,11 @@ export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Pr
     const cgroup = box ? container.prepareCgroup(box) : null;
     let husks = new Map<number, Husk>();
     let first: Husk | null = null;
+    let shared: SharedObjects | null = null;
+    let unlocked = false;
     try {
-      first = Husk.spawn(base, 10_000, base + SCRATCH_OFFSET);
+      // Every husk is cloned from the first, so the whole tree lives in its network namespace.
+      first = opts.netns ? inNetns(opts.netns, () => Husk.spawn(base, 10_000, base + SCRATCH_OFFSET)) : Husk.spawn(base, 10_000, base + SCRATCH_OFFSET);
       // Born in the container's cgroup, so nothing restored ever runs outside it.
       if (cgroup) addProcess(cgroup, first.pid);
       if (box) container.prepareClocks(first, box);
@@ -133,7 +155,8 @@ export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Pr
       const init = husks.get(order[0]!.entry.pid)!;
       if (box) container.setupNamespaces(init.injector, box);
       joinGroups(husks, order, pids);
-      const shared = newSharedObjects();
+      const objects = newSharedObjects();
+      shared = objects;
       const floor = fdFloor(image);
       const live = order.filter((m): m is Extract<TreeMember, { kind: 'live' }> => m.kind === 'live');
       const contexts: RestoreContext[] = live.map(({ entry }) => {
@@ -148,7 +171,7 @@ export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Pr
           shmemFds: new Map(),
           parkedFds: new Set(),
           fdFloor: floor,
-          shared,
+          shared: objects,
           pids,
         };
       });
@@ -167,6 +190,12 @@ export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Pr
         for (const t of [...ctx.threads].reverse()) t.injector.end(false);
         thread.restoreCpu(ctx);
       }
+      const sockets = tcp.count(objects);
+      // The processes are about to run: their peers may reach the sockets again. Unlocked before the sockets leave
+      // repair mode, so that the window probe this sends and the data sent again reach the peers at once.
+      const locks = opts.frozen ? tcp.locks(image, pids) : tcp.unlock(image, pids);
+      unlocked = !opts.frozen && locks.length > 0;
+      tcp.resume(objects);
       // Ptrace-stopped tasks count as frozen, so the freeze completes at once and they stay put when detached.
       if (opts.frozen && cgroup) freeze(cgroup);
       for (const ctx of contexts) for (const t of ctx.threads) detach(t.tid);
@@ -175,6 +204,7 @@ export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Pr
         pids: order.map((m) => pids.liveOf(m.entry.pid)),
         dir,
         restoreMs: performance.now() - started,
+        ...(sockets || locks.length ? { tcp: { sockets, locks } } : {}),
         ...(box && cgroup
           ? {
               container: {
@@ -192,6 +222,9 @@ export async function restoreProcess(dir: string, opts: RestoreOptions = {}): Pr
           : {}),
       };
     } catch (e) {
+      // The sockets vanish silently with the husks; the lock, put back, keeps the peers waiting for another try.
+      if (shared) tcp.abort(shared);
+      if (unlocked) tcp.relock(image, pids);
       first?.kill();
       husks.get(order[0]!.entry.pid)?.kill();
       if (cgroup) removeCgroupQuietly(cgroup);
@@ -219,8 +252,9 @@ async function restoreContents(ctx: RestoreContext, base: number, inContainer: b
   await memory.restore(ctx, base + PARKING_OFFSET);
   signals.restore(ctx);
   timers.restore(ctx);
-  // Sockets first: the fd table places the sockets the unix module made.
+  // Sockets first: the fd table places the sockets the unix and tcp modules made.
   await unix.restore(ctx);
+  await tcp.restore(ctx);
   await files.restore(ctx, inContainer ? 'host' : 'all');
 }
 

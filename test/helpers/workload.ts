@@ -25,8 +25,14 @@ export class Workload {
     this.resultFile = path.join(this.dir, 'result');
   }
 
-  /** `spawn.binary` runs a copy of the workload from elsewhere; `spawn.stdin` hands it an fd of ours as fd 0 (the only inherited fd a workload keeps). */
-  static async start(tracer: Tracer, name: string, args: string[] = [], env: Record<string, string> = {}, spawn: { binary?: string; stdin?: StdioSpec } = {}): Promise<Workload> {
+  /** `spawn.binary` runs a copy of the workload from elsewhere; `spawn.stdin` hands it an fd of ours as fd 0 (the only inherited fd a workload keeps); `spawn.netns` starts it in that network namespace (a file such as /run/netns/NAME). */
+  static async start(
+    tracer: Tracer,
+    name: string,
+    args: string[] = [],
+    env: Record<string, string> = {},
+    spawn: { binary?: string; stdin?: StdioSpec; netns?: string } = {},
+  ): Promise<Workload> {
     const w = new Workload(tracer, name);
     live.add(w);
     w.pid = await tracer.call<number>('spawn', spawn.binary ?? workloadBin(name), {
@@ -36,6 +42,7 @@ export class Workload {
       stdin: spawn.stdin ?? 'null',
       stdout: { path: path.join(w.dir, 'stdout') },
       stderr: { path: path.join(w.dir, 'stderr') },
+      ...(spawn.netns ? { netns: spawn.netns } : {}),
     });
     await waitFor(`${name} (pid ${w.pid}) to report READY`, () => fs.existsSync(w.resultFile + '.ready') || fs.existsSync(w.resultFile));
     if (fs.existsSync(w.resultFile)) throw new Error(`${name} failed during setup: ${w.result()}`);

@@ -12,6 +12,9 @@
  *                file's directory)
  *   perf         perf_event_open(PERF_COUNT_SW_TASK_CLOCK, this process) at fd 40
  *   userfaultfd  userfaultfd (after UFFDIO_API) at fd 40
+ *   udp          a UDP socket bound to 0.0.0.0:5353 at fd 40 (run it in a
+ *                network namespace of its own: the port may be taken)
+ *   packet       an AF_PACKET SOCK_RAW socket for ETH_P_ALL at fd 40
  *
  * Used to test that a checkpoint is refused, names the resource, and leaves
  * the process running unharmed. Between READY and SIGTERM: counter loop with
@@ -23,6 +26,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
 #include <linux/io_uring.h>
 #include <linux/perf_event.h>
 #include <linux/userfaultfd.h>
@@ -31,7 +36,9 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,7 +74,7 @@ int main(int argc, char **argv)
 {
     wl_init(argc, argv, SA_RESTART);
     if (argc < 3)
-        wl_setup_fail("usage: unsupported <result-file> <tty|iouring|inotify|perf|userfaultfd> [tmpdir]");
+        wl_setup_fail("usage: unsupported <result-file> <tty|iouring|inotify|perf|userfaultfd|udp|packet> [tmpdir]");
     const char *mode = argv[2];
     char tmpdir[4096];
     if (argc > 3 && argv[3][0]) {
@@ -133,8 +140,19 @@ int main(int argc, char **argv)
         if (ioctl(fd, UFFDIO_API, &api) != 0)
             wl_setup_fail("UFFDIO_API: %s", strerror(errno));
         place(fd, FD_A, "userfaultfd");
+    } else if (!strcmp(mode, "udp")) {
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(5353), .sin_addr = {htonl(INADDR_ANY)}};
+        if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0)
+            wl_setup_fail("UDP socket on 0.0.0.0:5353: %s", strerror(errno));
+        place(fd, FD_A, "UDP socket");
+    } else if (!strcmp(mode, "packet")) {
+        int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+        if (fd < 0)
+            wl_setup_fail("AF_PACKET socket: %s", strerror(errno));
+        place(fd, FD_A, "packet socket");
     } else {
-        wl_setup_fail("unknown mode '%s' (tty|iouring|inotify|perf|userfaultfd)", mode);
+        wl_setup_fail("unknown mode '%s' (tty|iouring|inotify|perf|userfaultfd|udp|packet)", mode);
     }
 
     char link_before[2][256], link_after[2][256];

@@ -15,6 +15,7 @@ interface CheckpointOptions {
   dir: string;
   leaveRunning?: boolean;
   tree?: boolean;
+  tcpEstablished?: boolean;
 }
 
 export function register(program: Command): void {
@@ -25,6 +26,10 @@ export function register(program: Command): void {
     .requiredOption('-D, --dir <dir>', 'where to write the image: a new or empty directory')
     .option('--leave-running', 'let the process go on running after the checkpoint instead of ending it')
     .option('--tree', 'take the process with all its descendants (without it, a process with children is refused)')
+    .option(
+      '--tcp-established',
+      "take its TCP sockets (connections and listeners): their traffic is held with nftables in the process's network namespace from the freeze until `migrate restore` has them back (a container's are always taken)",
+    )
     .addHelpText(
       'after',
       '\nBefore it touches the process, the checkpoint looks for state Ferry cannot migrate;' +
@@ -38,6 +43,7 @@ export function register(program: Command): void {
         tracer.call<CheckpointSummary>('checkpoint', pid, dir, {
           leaveRunning: options.leaveRunning === true,
           tree: options.tree === true,
+          tcpEstablished: options.tcpEstablished === true,
           ...(container ? { container } : {}),
         }),
       );
@@ -61,6 +67,7 @@ function renderSummary(s: CheckpointSummary, container?: string): string {
     ['pages', `${s.pages} (${s.dataPages} with data, ${s.zeroPages} zero)`],
     ['bytes', `${s.bytes} (${(s.bytes / 1048576).toFixed(1)} MiB of page data)`],
     ['entries', String(s.entries)],
+    ...(s.tcp?.sockets ? [['tcp', `${s.tcp.sockets} socket${s.tcp.sockets === 1 ? '' : 's'}${s.tcp.locks.length ? `; held by nftables table${s.tcp.locks.length > 1 ? 's' : ''} ${s.tcp.locks.map((l) => l.table).join(', ')} until restored` : ''}`] as [string, string]] : []),
     ['frozen', `${s.frozenMs.toFixed(1)} ms`],
     ['total', `${s.totalMs.toFixed(1)} ms`],
   ];

@@ -12,6 +12,7 @@ export function register(program: Command): void {
     .command('restore')
     .description('restore a process, a process tree or a container from an image directory, with its pids')
     .requiredOption('-D, --dir <dir>', 'the image directory written by `migrate checkpoint`')
+    .option('--netns <path>', 'restore a bare process into this network namespace (e.g. /run/netns/NAME) instead of migrate\'s own: where its TCP connections belong')
     .addHelpText(
       'after',
       '\nThe restored process outlives this command: it is handed to init (or the nearest' +
@@ -19,9 +20,9 @@ export function register(program: Command): void {
         '\nimage (its pid is in use, a file it maps differs), 1 when the image is damaged.' +
         '\nA container gets back its pids inside; its pids on this host are new ones.',
     )
-    .action(async (options: { dir: string }) => {
+    .action(async (options: { dir: string; netns?: string }) => {
       const dir = path.resolve(options.dir);
-      const summary = await withTracer(RESTORE, (tracer) => tracer.call<RestoreSummary>('restore', dir));
+      const summary = await withTracer(RESTORE, (tracer) => tracer.call<RestoreSummary>('restore', dir, options.netns ? { netns: path.resolve(options.netns) } : {}));
       // A container is recorded like one `migrate run` started, so ps, stop and logs know it.
       if (summary.container) recordRestored(summary.container, summary.pid);
       printResult(summary, (s) =>
