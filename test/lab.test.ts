@@ -141,14 +141,14 @@ describe('lab (migrate lab up, exec, ls, down)', function () {
         }
         assert.deepEqual(nsPids(host.initPid), [host.initPid, 1], `${host.name}'s init is pid 1 of its pid namespace`);
         // Inside: the hostname, the init as pid 1 in the host's own /proc, and the shell in the init's pid namespace.
-        const probe = await labExec(host.name, ['bash', '-c', 'echo "$(hostname)"; tr "\\0" " " </proc/1/cmdline; echo; readlink /proc/self/ns/pid; pwd; echo "$FERRY_STATE_DIR $FERRY_CGROUP_PARENT"']);
+        const probe = await labExec(host.name, ['bash', '-c', 'echo "$(hostname)"; tr "\\0" " " </proc/1/cmdline; echo; readlink /proc/self/ns/pid; pwd; echo "$FERRY_STATE_DIR $FERRY_CGROUP_PARENT $FERRY_BRIDGE"']);
         assertOk(probe);
         const [hostname, init, pidNs, cwd, env] = probe.stdout.split('\n');
         assert.equal(hostname, host.name);
         assert.match(init!, new RegExp(`ferry-lab-init ${host.name} $`));
         assert.equal(pidNs, `pid:[${ids.pid}]`);
         assert.equal(cwd, '/');
-        assert.equal(env, `${path.join(tmp, 'state', 'lab', host.name)} ferry-lab/${host.name}`);
+        assert.equal(env, `${path.join(tmp, 'state', 'lab', host.name)} ferry-lab/${host.name} br0`);
       }
       for (const [kind, ids] of seen) assert.equal(ids.size, 3, `three different ${kind} namespaces`);
     });
@@ -171,6 +171,23 @@ describe('lab (migrate lab up, exec, ls, down)', function () {
         assert.equal(await readGreeting(ip, 8080), host, `the machine reaches ${host}`);
       }
       assert.deepEqual(await Promise.all(servers.map((s) => s.exit)), [0, 0], 'each server served its two connections and exited');
+    });
+
+    it("gives each host a bridge br0 for its containers, with eth0 in it and the host's address on it", async function () {
+      for (const [i, host] of lab.hosts.entries()) {
+        const probe = await labExec(host.name, ['bash', '-c', 'ip -json -details link show; echo; ip -json address show br0; echo; ip -json route show default']);
+        assertOk(probe);
+        const [links, addresses, routes] = probe.stdout.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line) as Array<Record<string, unknown>>);
+        const link = (name: string) => links!.find((l) => l['ifname'] === name) as { master?: string; address: string; linkinfo?: { info_kind: string } } | undefined;
+        assert.equal(link('br0')?.linkinfo?.info_kind, 'bridge', `${host.name} has br0`);
+        assert.equal(link('eth0')?.master, 'br0', `${host.name}'s eth0 is a port of br0`);
+        // A bridge takes the lowest MAC of its ports unless it has its own: containers' veths joining must not change the host's.
+        assert.equal(link('br0')?.address, link('eth0')?.address);
+        assert.equal(link('br0')?.address, `02:77:00:00:00:0${i + 1}`);
+        const onBridge = (addresses![0]!['addr_info'] as Array<{ family: string; local: string; prefixlen: number }>).filter((a) => a.family === 'inet');
+        assert.deepEqual(onBridge.map((a) => `${a.local}/${a.prefixlen}`), [`10.77.0.${11 + i}/24`]);
+        assert.deepEqual(routes!.map((r) => [r['gateway'], r['dev']]), [['10.77.0.1', 'br0']]);
+      }
     });
 
     it('adds the hosts to the inventory and keeps its token and other hosts', function () {

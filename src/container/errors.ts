@@ -1,5 +1,5 @@
 /** Why a container operation was refused; `code` reaches `--json` output as error.code. */
-export type ContainerErrorCode = 'UNKNOWN_CONTAINER' | 'NAME_TAKEN' | 'BUSY' | 'STOP_FAILED';
+export type ContainerErrorCode = 'UNKNOWN_CONTAINER' | 'NAME_TAKEN' | 'BUSY' | 'STOP_FAILED' | 'NO_BRIDGE' | 'ADDRESS_IN_USE';
 
 export class ContainerError extends Error {
   constructor(

@@ -21,6 +21,7 @@ import { chdirIn, execIn, newSessionIn, redirectOutputIn, setUmaskIn } from '../
 import { detach } from '../native/attach.js';
 import type { Injector } from '../native/inject.js';
 import type { Op } from '../native/tracer-protocol.js';
+import { plugNewContainer, type ContainerNetwork, type PlugRequest } from './network.js';
 
 /**
  * Every namespace a container gets. The time namespace is created with
@@ -42,6 +43,8 @@ export interface InitRequest {
   command: string[];
   logPath: string;
   cgroup: Cgroup;
+  /** Its veth into this host's bridge, when it has addresses. */
+  network?: PlugRequest;
 }
 
 export interface InitResult {
@@ -51,6 +54,7 @@ export interface InitResult {
   /** /proc/PID/stat's start time, to tell the init from a later process with its pid. */
   startTime: number;
   namespaces: Record<NamespaceKind, number>;
+  network?: ContainerNetwork;
 }
 
 function startInit(req: InitRequest): InitResult {
@@ -70,6 +74,8 @@ function startInit(req: InitRequest): InitResult {
     newSessionIn(inj);
     setHostnameIn(inj, req.hostname);
     bringUpLoopbackIn(inj);
+    // Before the program runs, so it finds its addresses there from its first instruction.
+    const network = req.network ? plugNewContainer(init.pid, req.network) : undefined;
     // Device nodes and mount points get exactly the modes asked for; the program gets the usual 022.
     setUmaskIn(inj, 0);
     buildRoot(inj, req);
@@ -78,7 +84,7 @@ function startInit(req: InitRequest): InitResult {
     chdirIn(inj, req.cwd);
     const executable = execIn(inj, execCandidates(req), req.command, req.env);
     // Read while it is still stopped: a short command may be a zombie with no namespaces by the time anyone else looks.
-    const result = { pid: init.pid, executable, startTime: Number(readStat(init.pid).fields[22]), namespaces: namespaceIds(init.pid) };
+    const result: InitResult = { pid: init.pid, executable, startTime: Number(readStat(init.pid).fields[22]), namespaces: namespaceIds(init.pid), ...(network ? { network } : {}) };
     detach(init.pid);
     return result;
   } catch (e) {

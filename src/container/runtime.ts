@@ -22,6 +22,8 @@ import {
   type Controller,
 } from '../native/cgroup.js';
 import { killAndReap } from '../native/husk.js';
+import { lockTables, unlockTable } from '../native/nft.js';
+import { leaveTcpRepair } from '../source/tcp.js';
 import { tryLockFile } from '../native/lock.js';
 import { readStat, readStatus } from '../native/proc.js';
 import { namespaceIds } from '../native/namespaces.js';
@@ -30,6 +32,8 @@ import type { Tracer } from '../native/tracer.js';
 import { ContainerError } from './errors.js';
 import type { InitRequest, InitResult } from './init.js';
 import type { ContainerSpec } from './spec.js';
+import { bringUp, containerMac, describeNetwork, releaseAddresses, requireFreeAddresses, runNetworkHook, withNetworkLock, type PlugRequest } from './network.js';
+import { setInterfaceUp } from '../native/netdev.js';
 import {
   STATE_VERSION,
   cgroupParent,
@@ -72,13 +76,32 @@ export async function runContainer(spec: ContainerSpec, tracer: Tracer): Promise
       throw new ContainerError('NAME_TAKEN', `container "${spec.name}" is already running (pid ${previous.pid}); stop it first or choose another name`);
     }
     const cgroup = freshCgroup(spec.name);
+    let state: ContainerState;
     try {
-      const state = await start(spec, cgroup, tracer);
+      const net = spec.network;
+      // Checked and taken under one lock: two runs at once must not both find an address free.
+      state = net
+        ? await withNetworkLock(() => {
+            const plug: PlugRequest = { name: spec.name, bridge: requireFreeAddresses(spec.name, net.addresses), mac: containerMac(spec.name, net.addresses), ...net };
+            return start(spec, cgroup, tracer, plug);
+          })
+        : await start(spec, cgroup, tracer);
       started = true;
-      return state;
     } finally {
       if (!started) removeCgroup(cgroup);
     }
+    if (state.network) {
+      try {
+        runNetworkHook('up', spec.name, state.network);
+      } catch (e) {
+        // It runs, on record: the operator learns what is missing and can stop it, or put the route in by hand.
+        if (e instanceof Error) e.message = `container "${spec.name}" started (pid ${state.pid}), but this host's network hook failed: ${e.message}`;
+        throw e;
+      }
+      // A neighbour may still remember another MAC for an address now the container's; best effort, as any ARP.
+      await bringUp(state.pid, state.network).catch(() => {});
+    }
+    return state;
   } finally {
     unlock();
     // A name that never ran leaves nothing behind; one that ran before keeps its record.
@@ -92,7 +115,7 @@ export function applyLimits(cgroup: Cgroup, limits: { memoryBytes: number | null
   if (limits.cpus !== null) setCpuLimit(cgroup, limits.cpus);
 }
 
-async function start(spec: ContainerSpec, cgroup: Cgroup, tracer: Tracer): Promise<ContainerState> {
+async function start(spec: ContainerSpec, cgroup: Cgroup, tracer: Tracer, network?: PlugRequest): Promise<ContainerState> {
   applyLimits(cgroup, { memoryBytes: spec.memoryBytes, cpus: spec.cpus });
   if (spec.rootfs !== null) for (const d of ROOTFS_MOUNT_POINTS) fs.mkdirSync(path.join(spec.rootfs, d), { recursive: true });
   // Each run starts a new log.
@@ -107,6 +130,7 @@ async function start(spec: ContainerSpec, cgroup: Cgroup, tracer: Tracer): Promi
     command: spec.command,
     logPath: logPath(spec.name),
     cgroup,
+    ...(network ? { network } : {}),
   };
   let init: InitResult;
   try {
@@ -135,6 +159,7 @@ async function start(spec: ContainerSpec, cgroup: Cgroup, tracer: Tracer): Promi
       limits: { memoryBytes: spec.memoryBytes, cpus: spec.cpus },
       status: 'running',
       stopped: null,
+      ...(init.network ? { network: init.network } : {}),
     };
     writeState(state);
     return state;
@@ -203,6 +228,7 @@ export async function stopContainer(name: string, timeoutMs: number): Promise<St
     // Read again under the lock: a `run` that held it may have replaced an exited container of this name.
     const state = requireState(name);
     const signal = containerStatus(state) !== 'exited' ? await endInit(state, timeoutMs) : null;
+    letGoOfAddresses(state);
     removeCgroup(state.cgroup);
     writeState({ ...state, status: 'exited', stopped: signal ? new Date().toISOString() : state.stopped });
     return { name, pid: state.pid, wasRunning: signal !== null, signal };
@@ -295,8 +321,14 @@ export function containerLogPath(name: string): string {
   return logPath(name);
 }
 
-/** A checkpoint that ended the container: its cgroup goes and its record says so; its log stays for the restored copy. */
+/** A checkpoint that ended the container: its cgroup and its addresses go and its record says so; its log stays for the restored copy. */
 export function recordCheckpointed(state: ContainerState): void {
+  letGoOfAddresses(state);
+  markCheckpointed(state);
+}
+
+/** The record's side of recordCheckpointed, for a caller that has let go of the addresses already. */
+function markCheckpointed(state: ContainerState): void {
   removeCgroup(state.cgroup);
   writeState({ ...state, status: 'exited', stopped: new Date().toISOString() });
 }
@@ -307,13 +339,41 @@ export function recordCheckpointed(state: ContainerState): void {
  * thaw first would let it act twice), then it is recorded as checkpointed.
  */
 export function killHeld(state: ContainerState): void {
+  // First, while it is still frozen: the copy taking over is about to announce the same MAC and addresses from its host.
+  letGoOfAddresses(state);
   killAll(state.cgroup);
-  recordCheckpointed(state);
+  markCheckpointed(state);
+}
+
+/**
+ * Tells the network hook and deletes an ending container's veth now
+ * rather than when the kernel gets round to its namespace (see
+ * network.releaseAddresses). A failure must not stop what called it (a
+ * migration's commit, a stop): the pair goes with the namespace anyway,
+ * and a hook that failed says so in its own logs, if anywhere.
+ */
+function letGoOfAddresses(state: ContainerState): void {
+  if (!state.network) return;
+  try {
+    releaseAddresses(state.name, state.network);
+  } catch {
+    // It goes with the namespace.
+  }
 }
 
 /** A migration rolled back: the container held frozen for it runs on. */
 export function releaseHeld(state: ContainerState): void {
-  if (cgroupExists(state.cgroup)) thaw(state.cgroup);
+  if (!cgroupExists(state.cgroup)) return;
+  const pids = listPids(state.cgroup);
+  // Its TCP sockets were left in repair mode for a silent end; it lives on, so they speak again, and its peers' packets pass again.
+  leaveTcpRepair(pids);
+  if (pids.length) unlockNetwork(state.pid);
+  thaw(state.cgroup);
+}
+
+/** Removes every network lock Ferry holds in the network namespace of `pid` (nftables tables of src/native/nft.ts). */
+export function unlockNetwork(pid: number): void {
+  for (const table of lockTables({ pid })) unlockTable(table, { pid });
 }
 
 /** What a restore knows about the container it brought back. */
@@ -333,10 +393,16 @@ export interface RestoredContainer {
 /**
  * Records a restored container like a started one, so ps, stop and logs
  * know it, by `pid`: its init's host pid now (the restore's `pid`), which
- * need not be the one it had when it was checkpointed.
+ * need not be the one it had when it was checkpointed. Being on record is
+ * what makes a copy the container here, so its addresses go live with it:
+ * the host end of its veth, left down by the restore, comes up, and its
+ * addresses are announced (network.bringUp). Both callers come here at the
+ * moment the copy takes over: `migrate restore` right after the restore,
+ * a migration's target at resume, after the source let go of its own.
  */
 export function recordRestored(c: RestoredContainer, pid: number): ContainerState {
   fs.mkdirSync(containerDir(c.name), { recursive: true });
+  const network = describeNetwork(pid, c.name);
   const state: ContainerState = {
     version: STATE_VERSION,
     name: c.name,
@@ -355,7 +421,15 @@ export function recordRestored(c: RestoredContainer, pid: number): ContainerStat
     limits: c.limits,
     status: 'running',
     stopped: null,
+    ...(network ? { network } : {}),
   };
   writeState(state);
+  if (network) {
+    // This copy is now the container: its link comes up here, where a failure is the caller's to see...
+    setInterfaceUp(network.hostVeth);
+    runNetworkHook('up', c.name, network);
+    // ...and the announcement follows in the background, best effort like any ARP (announceAddresses awaits it again).
+    void bringUp(pid, network).catch(() => {});
+  }
   return state;
 }

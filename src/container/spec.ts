@@ -1,6 +1,7 @@
 /** What `migrate run` asks for, and the rules its inputs must follow. */
 import { z } from 'zod';
 import { HOSTNAME_MAX } from '../native/namespaces.js';
+import { parseAddress, parseGateway, validateNetworkSpec, type NetworkSpec } from './network.js';
 
 export interface ContainerSpec {
   name: string;
@@ -15,6 +16,12 @@ export interface ContainerSpec {
   cpus: number | null;
   /** A directory to use as the container's root; null shares the host's root, read-only. */
   rootfs: string | null;
+  /**
+   * Its addresses and gateways (--ip, --gateway): an eth0 on this host's
+   * bridge (FERRY_BRIDGE). Absent: its loopback only. Left out rather than
+   * empty, so a spec without addresses is one an older agent still takes.
+   */
+  network?: NetworkSpec;
 }
 
 /** Also what a container's directory and cgroup are called, so it stays a single safe path component. */
@@ -76,9 +83,16 @@ export const ContainerSpecSchema = z.strictObject({
   memoryBytes: z.number().int().min(MIN_MEMORY).nullable(),
   cpus: z.number().min(0.01).nullable(),
   rootfs: z.string().startsWith('/').nullable(),
+  network: z
+    .strictObject({
+      addresses: z.array(z.string().refine((a) => ok(parseAddress)(a) && parseAddress(a) === a, 'an address/prefix in canonical form')).min(1),
+      gateways: z.array(z.string().refine((g) => ok(parseGateway)(g) && parseGateway(g) === g, 'a gateway address in canonical form')),
+    })
+    .refine(ok(validateNetworkSpec), 'distinct addresses, and at most one gateway per family on their link')
+    .optional(),
 });
 
-function ok(validate: (value: string) => unknown): (value: string) => boolean {
+function ok<T>(validate: (value: T) => unknown): (value: T) => boolean {
   return (value) => {
     try {
       validate(value);

@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Cgroup } from '../native/cgroup.js';
 import { freezerState } from '../native/cgroup.js';
 import type { NamespaceKind } from '../native/namespaces.js';
+import type { ContainerNetwork } from './network.js';
 import { readStat } from '../native/proc.js';
 
 export const STATE_VERSION = 1;
@@ -38,6 +39,14 @@ export interface ContainerState {
   status: 'running' | 'exited';
   /** ISO 8601, when `migrate stop` ended it; null while running or when it ended on its own. */
   stopped: string | null;
+  /**
+   * Its interface on this host's bridge, when it has addresses (`run
+   * --ip`, or restored from an image that had them). Absent for a
+   * container with its loopback only, and in records written before
+   * containers had addresses, which is why it is optional and the state
+   * version stayed 1.
+   */
+  network?: ContainerNetwork;
 }
 
 export type ContainerStatus = 'running' | 'frozen' | 'exited';

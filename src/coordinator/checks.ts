@@ -9,6 +9,7 @@ import { fileMismatch } from '../image/file-identity.js';
 import { FileIdentity } from '../image/fields.js';
 import { hostFacts } from '../image/format.js';
 import { cpuProfile, memoryAvailable } from '../native/host.js';
+import { addressConflicts, containerAddresses } from '../container/network.js';
 
 export const HostNeeds = z.strictObject({
   kernel: z.string(),
@@ -21,6 +22,8 @@ export const HostNeeds = z.strictObject({
   /** Files its processes map or run from, which the image refers to instead of carrying. */
   files: z.array(FileIdentity),
   container: z.string(),
+  /** Its addresses ("address/prefix"), which must be free on the target, which must have a bridge; absent when it has none. */
+  addresses: z.array(z.string()).optional(),
 });
 export type HostNeeds = z.infer<typeof HostNeeds>;
 
@@ -28,7 +31,8 @@ export type HostNeeds = z.infer<typeof HostNeeds>;
 export function describeNeeds(container: string, memoryBytes: number, files: FileIdentity[]): HostNeeds {
   const facts = hostFacts();
   const cpu = cpuProfile();
-  return { kernel: facts.kernel, kernelBuild: facts.kernelBuild, arch: facts.arch, isa: cpu.isa, minSigStackSize: cpu.minSigStackSize, memoryBytes, files, container };
+  const addresses = containerAddresses(container);
+  return { kernel: facts.kernel, kernelBuild: facts.kernelBuild, arch: facts.arch, isa: cpu.isa, minSigStackSize: cpu.minSigStackSize, memoryBytes, files, container, ...(addresses.length ? { addresses } : {}) };
 }
 
 export interface TargetOptions {
@@ -64,6 +68,7 @@ export function checkTarget(needs: HostNeeds, host: string, opts: TargetOptions)
     problems.push(`${host} has no room: the container needs about ${mib(needed)} while it is restored, and ${host} has ${mib(Math.max(0, available))} to spare (${mib(memoryAvailable())} available, ${mib(opts.memoryReserveBytes)} kept in reserve)`);
   }
   if (opts.containerRunning(needs.container)) problems.push(`a container named "${needs.container}" already runs on ${host}`);
+  problems.push(...addressConflicts(needs, host));
   return problems;
 }
 

@@ -2,10 +2,11 @@
  * The lab: N simulated hosts on this machine. A host is a bash init (see
  * native/lab-init.ts) that is pid 1 of its own pid namespace and holds its
  * own mount (with its own /proc), uts (hostname = its name), ipc and net
- * namespaces; a veth from the lab's bridge is its eth0. Its containers
- * live in its own state directory and cgroup parent, which it gets as
- * FERRY_STATE_DIR and FERRY_CGROUP_PARENT, and its agent listens on its
- * address.
+ * namespaces; a veth from the lab's bridge is its eth0, a port of its own
+ * bridge br0 that holds its address. Its containers live in its own state
+ * directory and cgroup parent and plug into br0, which it gets as
+ * FERRY_STATE_DIR, FERRY_CGROUP_PARENT and FERRY_BRIDGE, and its agent
+ * listens on its address.
  *
  * `up` refuses while anything of an earlier lab is left (a lab is one per
  * machine: the bridge, the addresses and the cgroup have fixed names) and
@@ -26,10 +27,12 @@ import {
   BRIDGE,
   BRIDGE_IP,
   CGROUP_ROOT,
+  HOST_BRIDGE,
   HOST_NAME,
   PREFIX_LENGTH,
   hostCgroupParent,
   hostIp,
+  hostMac,
   hostName,
   hostStateDir,
   labDir,
@@ -88,11 +91,13 @@ async function makeHost(index: number): Promise<HostRecord> {
     FERRY_CGROUP_PARENT: hostCgroupParent(name),
     // The inventory the lab wrote, wherever the host's environment would have looked.
     FERRY_CONFIG_DIR: configDir(),
+    // Containers with addresses plug into the host's bridge, on the lab's segment.
+    FERRY_BRIDGE: HOST_BRIDGE,
   };
   fs.mkdirSync(env.FERRY_STATE_DIR, { recursive: true });
   const init = await startLabInit(name, { ...process.env, ...env });
   const ip = hostIp(index);
-  plugHost(name, ip, init.pid);
+  plugHost(name, ip, hostMac(index), init.pid);
   return { name, ip, init, agent: null, env };
 }
 

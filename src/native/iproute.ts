@@ -43,3 +43,27 @@ export function deleteLink(name: string): boolean {
     throw e;
   }
 }
+
+/** `ip -json <args>` parsed, in our network namespace or in that of process `netnsOf`. */
+export function ipJson<T>(args: readonly string[], netnsOf?: number): T {
+  const out = ip(['-json', ...args], netnsOf).trim();
+  // Some versions print nothing at all, not [], for an empty list.
+  return (out ? JSON.parse(out) : []) as T;
+}
+
+const END_OF_OUTPUT = '--ferry-ip-json-end--';
+
+/**
+ * Several `ip -json` commands (each an argv without the leading `ip
+ * -json`) run by one shell, in our network namespace or in that of
+ * process `netnsOf`; their parsed outputs, in order. One process start
+ * instead of one per command: it counts while a container is frozen.
+ */
+export function ipJsonEach(commands: ReadonlyArray<readonly string[]>, netnsOf?: number): unknown[] {
+  const quote = (arg: string): string => `'${arg.replaceAll("'", "'\\''")}'`;
+  const script = commands.map((argv) => `ip -json ${argv.map(quote).join(' ')} && echo ${END_OF_OUTPUT}`).join(' && ');
+  const out = runTool([...(netnsOf === undefined ? [] : nsenterArgv(netnsOf, ['net'])), 'sh', '-c', script]);
+  const parts = out.split(`${END_OF_OUTPUT}\n`).slice(0, commands.length);
+  if (parts.length !== commands.length) throw new Error(`ip printed ${parts.length} results for ${commands.length} commands: ${out.slice(0, 200)}`);
+  return parts.map((p) => (p.trim() ? JSON.parse(p) : []));
+}

@@ -1,11 +1,13 @@
 import { listThreads, nsPids } from '../native/proc.js';
-import { CLOCK_BOOTTIME, CLOCK_MONOTONIC, addTime, clockGettime, listTreeIn, mqueueNames, netInterfaces, readFileIn, sysvIpcObjects, timeOffsets, type Timespec } from '../native/namespaces.js';
+import { CLOCK_BOOTTIME, CLOCK_MONOTONIC, addTime, clockGettime, listTreeIn, mqueueNames, readFileIn, sysvIpcObjects, timeOffsets, type Timespec } from '../native/namespaces.js';
 import { ContainerEntry, TmpfsFileEntry } from '../image/container.js';
 import { countPageRuns, packPageRuns } from '../image/pages.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import type { ImageWriter } from '../image/format.js';
 import { logPath, type ContainerState } from '../container/state.js';
-import type { Refusal } from './refusal.js';
+import { snapshotNetwork, type NetworkSnapshot } from '../container/network.js';
+import { networkState } from '../native/netdev.js';
+import { CheckpointRefused, type Refusal } from './refusal.js';
 import type { DumpStats } from './context.js';
 
 /**
@@ -20,8 +22,33 @@ export function inspect(state: ContainerState, refusals: Refusal[]): void {
   for (const [kind, n] of Object.entries(ipc)) if (n) refuse(`System V ${kind}`, `its IPC namespace holds ${n} System V ${kind} object${n > 1 ? 's' : ''}, which do not migrate yet`);
   const queues = mqueueNames(pid);
   if (queues.length) refuse('POSIX message queues', `its IPC namespace holds message queues (${queues.join(', ')}), which do not migrate yet`);
-  const extra = netInterfaces(pid).filter((i) => i !== 'lo');
-  if (extra.length) refuse('network', `its network namespace has interfaces besides lo (${extra.join(', ')}); container networking migrates with the network work`);
+  const network = describeNetworkOf(state);
+  for (const reason of network.refusals) refuse('network', reason);
+}
+
+/**
+ * The network description inspect made, by init pid, with the kernel's
+ * state it was made from: dump takes it over if that state still holds
+ * once the container is frozen, instead of starting `ip` while the
+ * migration's clock runs.
+ */
+const described = new Map<number, { state: string; snapshot: NetworkSnapshot }>();
+
+function describeNetworkOf(container: ContainerState): NetworkSnapshot {
+  const pid = container.pid;
+  const before = networkState(pid);
+  const snapshot = snapshotNetwork(pid, container.network);
+  // Something inside changed it while `ip` read it: dump reads it again, frozen.
+  if (networkState(pid) === before) described.set(pid, { state: before, snapshot });
+  else described.delete(pid);
+  return snapshot;
+}
+
+/** The network as it is now, frozen: inspect's description if nothing changed since, else a new one. */
+function frozenNetwork(container: ContainerState): NetworkSnapshot {
+  const earlier = described.get(container.pid);
+  described.delete(container.pid);
+  return earlier && earlier.state === networkState(container.pid) ? earlier.snapshot : snapshotNetwork(container.pid, container.network);
 }
 
 /** The container's entry: its settings and every process's and thread's pid inside. */
@@ -39,6 +66,9 @@ export function dump(image: ImageWriter, state: ContainerState, pids: number[]):
       pairs.push([chain[0]!, chain[chain.length - 1]!]);
     }
   }
+  // Frozen, nothing inside can change it now; whatever appeared since inspect is refused all the same.
+  const network = frozenNetwork(state);
+  if (network.refusals.length) throw new CheckpointRefused(network.refusals.map((reason) => ({ pid: state.pid, resource: `container ${state.name}: network`, reason: `${reason} (it appeared during the checkpoint)` })));
   image.addEntry(
     ContainerEntry.make({
       name: state.name,
@@ -51,6 +81,7 @@ export function dump(image: ImageWriter, state: ContainerState, pids: number[]):
       clocks: clocksInside(state.pid),
       pids: pairs,
       log: logPath(state.name),
+      network: network.image,
     }),
   );
 }

@@ -11,6 +11,7 @@ import type { ImageReader } from '../image/format.js';
 import { buildRoot, CONTAINER_NAMESPACES } from '../container/init.js';
 import { applyLimits, freshCgroup } from '../container/runtime.js';
 import { containerStatus, logPath, readState, rootMountPoint } from '../container/state.js';
+import { addressConflicts, needsIp, recreateNetwork, restoreProblem } from '../container/network.js';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -60,6 +61,11 @@ export function prepareClocks(first: Husk, c: ContainerEntry): void {
 export function preflight(c: ContainerEntry, problems: string[]): void {
   const running = readState(c.name);
   if (running && containerStatus(running) !== 'exited') problems.push(`container "${c.name}" is running (pid ${running.pid}); stop it first`);
+  const bridge = restoreProblem(c.network);
+  if (bridge) problems.push(`container "${c.name}" has addresses: ${bridge}`);
+  // The bridge was reported just above; what is left are addresses taken here.
+  const addresses = c.network.interfaces.filter((i) => i.kind === 'veth').flatMap((i) => i.addresses.map((a) => `${a.local}/${a.prefixlen}`));
+  if (!bridge) problems.push(...addressConflicts({ container: c.name, addresses }));
 }
 
 /** A fresh cgroup for the container, with its limits; the first husk joins it, so everything restored is born in it. */
@@ -69,12 +75,29 @@ export function prepareCgroup(c: ContainerEntry): Cgroup {
   return cgroup;
 }
 
-/** What only the init can do for its new namespaces before anything else: hostname, loopback, private mounts. */
+/**
+ * What only the init can do for its new namespaces before anything else:
+ * hostname, private mounts, and its network as the image has it, made
+ * before any process runs: the loopback, and a veth pair with the image's
+ * MAC, MTU, addresses and routes whose host end waits, down, in this
+ * host's bridge until the copy becomes the container of record
+ * (runtime.recordRestored brings it up and announces the addresses).
+ */
 export function setupNamespaces(init: Injector, c: ContainerEntry): void {
   setHostnameIn(init, c.hostname);
-  bringUpLoopbackIn(init);
+  if (needsIp(c.network)) recreateNetwork(init.pid, c.name, c.network);
+  // The common case, a container with its loopback alone, needs no `ip` (a process start, while the migration's clock runs).
+  else if (c.network.interfaces.find((i) => i.kind === 'loopback')?.up) bringUpLoopbackIn(init);
   mountIn(init, { target: '/', flags: MS.REC | MS.PRIVATE });
 }
+
+/**
+ * For the coordinator, once a migrated container is resumed here: its
+ * link comes up and its addresses are announced (see
+ * container/network.ts). recordRestored already starts this; calling it
+ * again is harmless and reports a failure.
+ */
+export { announceAddresses } from '../container/network.js';
 
 /**
  * The container's filesystem, built and entered after every process's

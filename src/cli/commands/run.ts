@@ -4,6 +4,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { effectiveUid } from '../../native/host.js';
 import { CONTAINER_TRACER_MODULE, containerLogPath, runContainer } from '../../container/runtime.js';
 import { parseCpus, parseEnv, parseMemory, validateCwd, validateHostname, validateName, type ContainerSpec } from '../../container/spec.js';
+import { parseAddress, parseGateway, validateNetworkSpec, type NetworkSpec } from '../../container/network.js';
 import { withTracer } from '../engine.js';
 import { requireInventory, withHost } from '../cluster.js';
 import { RunReply, RunRequest } from '../../coordinator/messages.js';
@@ -20,6 +21,8 @@ interface RunOptions {
   cpus?: number;
   rootfs?: string;
   host?: string;
+  ip: string[];
+  gateway: string[];
 }
 
 /** Turns a validator's RangeError into commander's usage error (exit 2). */
@@ -53,14 +56,20 @@ export function register(program: Command): void {
     .option('--memory <size>', 'memory limit, e.g. 512m or 2g', usage(parseMemory))
     .option('--cpus <n>', 'CPU limit in CPUs, e.g. 0.5', usage(parseCpus))
     .option('--rootfs <dir>', 'a directory to use as its root, writable (default: the host root, read-only)')
+    .option('--ip <address/prefix>', "an address for its eth0 on the host's bridge (FERRY_BRIDGE), e.g. 10.77.0.150/24; repeat for more", (text: string, all: string[]) => [...all, usage(parseAddress)(text)], [])
+    .option('--gateway <ip>', 'its default route, via this address on the link of an --ip (one per family)', (text: string, all: string[]) => [...all, usage(parseGateway)(text)], [])
     .option('--host <host>', "start it on that host of the inventory, through its agent (default: here, without an agent)")
     .addHelpText(
       'after',
-      '\nThe container gets its own pid, mount, uts, ipc, network (loopback only), cgroup' +
-        '\nand time namespaces, a cgroup with the limits given, its own /proc, /sys, /dev' +
-        '\nand a private /tmp (tmpfs). Its stdout and stderr go to a log: `migrate logs <name>`.' +
+      '\nThe container gets its own pid, mount, uts, ipc, network, cgroup and time' +
+        '\nnamespaces, a cgroup with the limits given, its own /proc, /sys, /dev and a' +
+        '\nprivate /tmp (tmpfs). Its network has its loopback, and with --ip an eth0 (a veth' +
+        '\nwith a MAC of its own) plugged into the bridge the host names in FERRY_BRIDGE;' +
+        '\nits addresses and MAC move with it (docs/NETWORK.md). An address already used' +
+        '\non the host is refused. Its stdout and stderr go to a log: `migrate logs <name>`.' +
         '\nState lives in $FERRY_STATE_DIR (default /var/lib/ferry).' +
-        '\n\nExample:\n  migrate run web --memory 256m -- python3 -m http.server 8000',
+        '\n\nExamples:\n  migrate run web --memory 256m -- python3 -m http.server 8000' +
+        '\n  migrate run web --ip 10.0.0.50/24 --gateway 10.0.0.1 -- python3 -m http.server 8000',
     )
     .action(async (name: string, command: string[], options: RunOptions) => {
       requireRoot('start containers');
@@ -73,6 +82,7 @@ export function register(program: Command): void {
         memoryBytes: options.memory ?? null,
         cpus: options.cpus ?? null,
         rootfs: options.rootfs === undefined ? null : checkRootfs(options.rootfs),
+        ...(options.ip.length || options.gateway.length ? { network: checkNetwork({ addresses: options.ip, gateways: options.gateway }) } : {}),
       };
       const state = options.host
         ? ((await withHost(requireInventory(), options.host, (ch) => ch.request(RunRequest.make({ spec }), RunReply))).container as unknown as ContainerState)
@@ -85,6 +95,7 @@ export function register(program: Command): void {
         command: state.command,
         executable: state.executable,
         cgroup: state.cgroup.path,
+        ...(state.network ? { addresses: state.network.addresses, mac: state.network.mac } : {}),
         // On another host the log is there: `migrate lab exec` or a shell there reads it.
         log: options.host ? `${state.name}/log in that host's state directory` : containerLogPath(state.name),
       };
@@ -93,10 +104,19 @@ export function register(program: Command): void {
           ['command', r.command.join(' ')],
           ['hostname', r.hostname],
           ['cgroup', r.cgroup],
+          ...(r.addresses ? ([['addresses', `${r.addresses.join(' ')} (mac ${r.mac})`]] as Array<[string, string]>) : []),
           ['log', `${r.log} (migrate logs ${r.name})`],
         ])}`,
       );
     });
+}
+
+function checkNetwork(spec: NetworkSpec): NetworkSpec {
+  try {
+    return validateNetworkSpec(spec);
+  } catch (e) {
+    throw new CliError((e as Error).message, ExitCode.Usage);
+  }
 }
 
 function checkRootfs(dir: string): string {
