@@ -12,7 +12,7 @@ import { kill } from '../src/native/process.js';
 import { labAgent } from '../src/lab/lab.js';
 import { agentLogPath, hostCgroupParent } from '../src/lab/layout.js';
 import { readRecord } from '../src/lab/record.js';
-import { jsonOf, migrate, type CliResult } from './helpers/cli.js';
+import { jsonOf, lastJsonOf, migrate, type CliResult } from './helpers/cli.js';
 import { ROOT, workloadBin } from './helpers/paths.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -151,7 +151,7 @@ describe('migrations between lab hosts', function () {
 
   async function move(name: string, to: string, extra: string[] = []): Promise<{ result: CliResult; report: Report }> {
     const result = await migrate(['--json', name, '--to', to, ...extra]);
-    return { result, report: jsonOf<Report>(result) };
+    return { result, report: lastJsonOf<Report>(result) };
   }
 
   async function journal(id: string): Promise<JournalView[]> {
@@ -245,11 +245,43 @@ describe('migrations between lab hosts', function () {
       await setLink(veth, 'down');
       const result = await cli;
       assert.equal(result.status, 5, result.stderr);
-      assert.match(jsonOf<Report>(result).error!, /TIMEOUT|did not answer|lost|timed out/i);
+      assert.match(lastJsonOf<Report>(result).error!, /TIMEOUT|did not answer|lost|timed out/i);
     } finally {
       await setLink(veth, 'up');
     }
     assert.deepEqual((await running('web')).map((c) => c.host), ['lab-1']);
+    assert.equal(await verdict('web'), 'PASS');
+  });
+
+  it('`migrate cancel` rolls a migration in progress back; the workload runs on at the source', async () => {
+    await run('lab-1', 'web', [path.join(binDir, 'counter'), '/tmp/result']);
+    await labAgent('lab-2', 'restart', { FERRY_STALL_AT: 'target-during-stream' });
+    // The log outlives restarts: only what this agent writes counts.
+    const logFrom = fs.statSync(agentLogPath('lab-2')).size;
+    const cli = migrate(['--json', 'web', '--to', 'lab-2']);
+    await waitFor('the stream to stall on lab-2', () => fs.readFileSync(agentLogPath('lab-2')).subarray(logFrom).includes('stalling at target-during-stream'), 30_000);
+    const status = await migrate(['--json', 'status']);
+    ok(status);
+    const streaming = jsonOf<{ migrations: JournalView[] }>(status).migrations.filter((m) => m.role === 'source' && m.phase === 'streaming');
+    assert.equal(streaming.length, 1, `one migration streams: ${status.stdout}`);
+    const id = streaming[0]!.id;
+
+    const cancel = await migrate(['--json', 'cancel', id]);
+    ok(cancel);
+    assert.deepEqual(jsonOf(cancel), { id, host: 'lab-1', phase: 'streaming' });
+    // The source is blocked inside the stream, waiting for credit the stalled target never gives: a cancel that only
+    // took effect at the next step would never be heard, and the CLI would wait for good.
+    let deadline: NodeJS.Timeout | undefined;
+    const result = await Promise.race([
+      cli,
+      new Promise<never>((_, reject) => (deadline = setTimeout(() => reject(new Error(`migration ${id} did not end within 60 s of its cancel`)), 60_000))),
+    ]).finally(() => clearTimeout(deadline));
+    assert.equal(result.status, 5, result.stderr);
+    const report = lastJsonOf<Report>(result);
+    assert.equal(report.outcome, 'rolled-back');
+    assert.match(report.error!, /cancelled by the operator/);
+    assert.deepEqual((await running('web')).map((c) => c.host), ['lab-1']);
+    await waitFor('lab-2 to discard what it received', async () => (await journal(id)).some((r) => r.role === 'target' && r.phase === 'discarded'));
     assert.equal(await verdict('web'), 'PASS');
   });
 

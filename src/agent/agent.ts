@@ -43,12 +43,17 @@ import {
   StopReply,
   StopRequest,
 } from '../coordinator/messages.js';
-import { recoverMigrations } from '../coordinator/recovery.js';
+import { askSourceUntilResolved, recoverMigrations } from '../coordinator/recovery.js';
 import { SourceMigration, type SourceAgent } from '../coordinator/source.js';
 import { TargetSide } from '../coordinator/target.js';
 import type { Manifest } from '../image/format.js';
 
-const ENGINE_MODULES = [new URL('../source/checkpoint.js', import.meta.url), new URL('../target/restore.js', import.meta.url), CONTAINER_TRACER_MODULE];
+const ENGINE_MODULES = [
+  new URL('../source/checkpoint.js', import.meta.url),
+  new URL('../target/restore.js', import.meta.url),
+  new URL('../precopy/session.js', import.meta.url),
+  CONTAINER_TRACER_MODULE,
+];
 
 export interface AgentConfig {
   /** This host's name in the inventory. */
@@ -94,8 +99,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     channel.handle(RunRequest, async ({ spec }) => RunReply.make({ container: (await runContainer(spec, tracer)) as unknown as Record<string, unknown> }));
     channel.handle(StopRequest, async ({ name, timeoutMs }) => StopReply.make({ report: (await stopContainer(name, timeoutMs)) as unknown as Record<string, unknown> }));
 
-    channel.handle(MigrateRequest, ({ container, to }) => {
-      const m = SourceMigration.start(self, container, to, (e) => {
+    channel.handle(MigrateRequest, ({ container, to, options }) => {
+      const busy = [...migrations.values()].find((m) => m.containerName === container);
+      if (busy) throw new MigrationError('BUSY', `container "${container}" is already being moved (migration ${busy.id})`);
+      const m = SourceMigration.start(self, container, to, options, (e) => {
         if (channel.isOpen) channel.send(Progress.make(e));
       });
       migrations.set(m.id, m);
@@ -151,7 +158,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       return Ok.make({});
     });
     void channel.closed.then((why) => {
-      for (const id of mine) void target.sourceLost(id, why?.message ?? 'the connection closed');
+      for (const id of mine) void target.sourceLost(id, why?.message ?? 'the connection closed', (lost) => askSourceUntilResolved(self, target, lost));
     });
   };
 

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { RestoredContainer } from '../container/runtime.js';
 
-export const SOURCE_PHASES = ['checking', 'freezing', 'streaming', 'restoring', 'committed', 'done', 'rolled-back'] as const;
+export const SOURCE_PHASES = ['checking', 'precopy', 'streaming', 'restoring', 'committed', 'done', 'rolled-back'] as const;
 export const TARGET_PHASES = ['receiving', 'restoring', 'restored', 'resumed', 'discarded'] as const;
 export type SourcePhase = (typeof SOURCE_PHASES)[number];
 export type TargetPhase = (typeof TARGET_PHASES)[number];

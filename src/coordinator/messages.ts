@@ -17,7 +17,19 @@ const Name = z.string().min(1).max(64);
 export const PsRequest = defineMessage('ps', z.object({}));
 export const RunRequest = defineMessage('container.run', z.object({ spec: ContainerSpecSchema }));
 export const StopRequest = defineMessage('container.stop', z.object({ name: Name, timeoutMs: z.number().int().nonnegative() }));
-export const MigrateRequest = defineMessage('migration.start', z.object({ container: Name, to: HostRef }));
+/** How a migration copies memory: live pre-copy rounds within a downtime budget, or cold (frozen for the whole copy). */
+export const MigrationOptions = z.strictObject({
+  live: z.boolean(),
+  maxDowntimeMs: z.number().int().positive().max(3_600_000),
+  maxRounds: z.number().int().min(1).max(1000),
+  minRounds: z.number().int().min(1).max(1000),
+  throttle: z.boolean(),
+  strictDowntime: z.boolean(),
+});
+export type MigrationOptions = z.infer<typeof MigrationOptions>;
+export const DEFAULT_MIGRATION_OPTIONS: MigrationOptions = { live: true, maxDowntimeMs: 100, maxRounds: 30, minRounds: 1, throttle: true, strictDowntime: false };
+
+export const MigrateRequest = defineMessage('migration.start', z.object({ container: Name, to: HostRef, options: MigrationOptions }));
 export const StatusRequest = defineMessage('migration.status', z.object({ id: Id.nullable() }));
 export const CancelRequest = defineMessage('migration.cancel', z.object({ id: Id }));
 
@@ -40,7 +52,25 @@ export const ImageStreamMeta = z.strictObject({ id: Id });
 
 // ---- agent → CLI (one-way, on the channel that started the migration)
 
-export const Progress = defineMessage('migration.progress', z.object({ id: Id, phase: z.string(), at: z.number() }));
+/** One pre-copy round, as the source measured it. */
+export const RoundEvent = z.strictObject({
+  round: z.number().int().nonnegative(),
+  pages: z.number().int().nonnegative(),
+  bytes: z.number().nonnegative(),
+  ms: z.number().nonnegative(),
+  /** Pages written while the round ran. */
+  dirtiedPages: z.number().int().nonnegative(),
+  /** MB/s. */
+  dirtyRate: z.number().nonnegative(),
+  bandwidth: z.number().nonnegative(),
+  predictedDowntimeMs: z.number().nonnegative(),
+  /** The CPU share auto-converge left the container, or null when it is not throttled. */
+  cpuFraction: z.number().positive().max(1).nullable(),
+  decision: z.string(),
+});
+export type RoundEvent = z.infer<typeof RoundEvent>;
+
+export const Progress = defineMessage('migration.progress', z.object({ id: Id, phase: z.string(), at: z.number(), round: RoundEvent.optional(), note: z.string().optional() }));
 export const Finished = defineMessage('migration.finished', z.object({ report: z.record(z.string(), z.unknown()) }));
 
 // ---- source agent → target agent
@@ -55,7 +85,7 @@ export const DiscardRequest = defineMessage('target.discard', z.object({ id: Id,
 
 export const OutcomeRequest = defineMessage('migration.outcome', z.object({ id: Id }));
 
-export type ProgressEvent = { id: string; phase: string; at: number };
+export type ProgressEvent = { id: string; phase: string; at: number; round?: RoundEvent; note?: string };
 
 /** What a finished migration reports, on success or after a rollback. */
 export interface MigrationReport {
@@ -76,4 +106,6 @@ export interface MigrationReport {
   /** The container's processes on the target, as host pids there. */
   pids: number[] | null;
   phases: Array<{ phase: string; ms: number }>;
+  /** Live migrations: every pre-copy round, the dirty-tracking method, and whether the downtime budget held. */
+  live: { method: string; rounds: RoundEvent[]; budgetMs: number; fits: boolean | null; throttled: boolean; precopiedPages: number } | null;
 }

@@ -27,7 +27,7 @@ export async function recoverMigrations(agent: SourceAgent, target: TargetSide):
     if (isFinal(record.phase)) continue;
     agent.log(`migration ${record.id} (${record.container}, ${record.role}) was unfinished at ${record.phase}; resolving`);
     if (record.role === 'source') await recoverSource(agent, record);
-    else if (record.phase === 'restored') void askSourceUntilResolved(agent, target, record);
+    else if (record.phase === 'restored') void askSourceUntilResolved(agent, target, record.id);
     else target.discardRecorded(record, RESTARTED);
   }
 }
@@ -47,34 +47,37 @@ async function recoverSource(agent: SourceAgent, record: JournalRecord): Promise
     try {
       await peer.request(DiscardRequest.make({ id: record.id, reason: RESTARTED }), Ok, 10_000);
     } finally {
-      peer.close();
+      void peer.close();
     }
   } catch (e) {
     agent.log(`migration ${rolledBack.id}: could not tell ${record.target.host} to discard (${e instanceof Error ? e.message : String(e)}); it will ask`);
   }
 }
 
-/** A frozen restored copy waits for the source's verdict, however long the source takes to answer. */
-async function askSourceUntilResolved(agent: SourceAgent, target: TargetSide, record: JournalRecord): Promise<void> {
+/**
+ * A frozen restored copy waits for the source's verdict, however long the
+ * source takes to answer: after a restart, or when the source's channel
+ * closed before it said commit or discard.
+ */
+export async function askSourceUntilResolved(agent: SourceAgent, target: TargetSide, id: string): Promise<void> {
   let pause = 200;
   for (;;) {
     // The source may have settled it meanwhile, through target.resume or target.discard.
-    const now = agent.journal.read(record.id);
-    if (!now || isFinal(now.phase)) return;
-    record = now;
+    const record = agent.journal.read(id);
+    if (!record || isFinal(record.phase)) return;
     try {
       const peer = await agent.connect(record.source.address);
       let phase: string;
       try {
-        ({ phase } = await peer.request(OutcomeRequest.make({ id: record.id }), OutcomeReply, 10_000));
+        ({ phase } = await peer.request(OutcomeRequest.make({ id }), OutcomeReply, 10_000));
       } finally {
-        peer.close();
+        void peer.close();
       }
-      if (phase === 'committed' || phase === 'done') return target.resumeRecorded(record);
-      if (phase === 'rolled-back' || phase === 'unknown') return target.discardRecorded(record, `the source rolled the migration back`);
-      // Still running there: its own failure handling decides, and we hear it as target.resume or target.discard.
+      if (phase === 'committed' || phase === 'done') return await target.resume(id);
+      if (phase === 'rolled-back' || phase === 'unknown') return await target.discard(id, 'the source rolled the migration back');
+      // Still in progress there: its own failure handling decides, and we hear it as target.resume or target.discard.
     } catch (e) {
-      agent.log(`migration ${record.id}: cannot reach the source ${record.source.host} (${e instanceof Error ? e.message : String(e)}); the restored copy stays frozen`);
+      agent.log(`migration ${id}: no verdict from the source ${record.source.host} yet (${e instanceof Error ? e.message : String(e)}); the restored copy stays frozen`);
     }
     await new Promise((r) => setTimeout(r, pause));
     pause = Math.min(pause * 2, 10_000);

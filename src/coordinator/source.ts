@@ -19,7 +19,10 @@ import { MessageChannel } from 'node:worker_threads';
 import { ENTRIES_FILE, PAGES_FILE } from '../image/constants.js';
 import type { ImageSink, Manifest } from '../image/format.js';
 import { servePortSink } from '../image/port-sink.js';
-import { listPids, memoryUsage } from '../native/cgroup.js';
+import { availableParallelism } from 'node:os';
+import { clearCpuLimit, listPids, memoryUsage, setCpuLimit } from '../native/cgroup.js';
+import { ConvergencePolicy } from '../precopy/policy.js';
+import type { RoundStats } from '../precopy/session.js';
 import type { Tracer } from '../native/tracer.js';
 import { killHeld, releaseHeld } from '../container/runtime.js';
 import { containerStatus, readState, type ContainerState } from '../container/state.js';
@@ -30,7 +33,20 @@ import { describeNeeds } from './checks.js';
 import { Journal, newMigrationId, type JournalRecord, type SourcePhase } from './journal.js';
 import { MigrationError } from './errors.js';
 import { faultPoint } from './faults.js';
-import { DiscardRequest, IMAGE_STREAMS, ImageComplete, Ok, PrepareRequest, RestoreReply, RestoreRequest, ResumeRequest, type MigrationReport, type ProgressEvent } from './messages.js';
+import {
+  DiscardRequest,
+  IMAGE_STREAMS,
+  ImageComplete,
+  Ok,
+  PrepareRequest,
+  RestoreReply,
+  RestoreRequest,
+  ResumeRequest,
+  type MigrationOptions,
+  type MigrationReport,
+  type ProgressEvent,
+  type RoundEvent,
+} from './messages.js';
 
 /** What a migration needs from the agent that runs it. */
 export interface SourceAgent {
@@ -51,7 +67,12 @@ const RESUME_TIMEOUT_MS = 30_000;
 export class SourceMigration {
   private record: JournalRecord;
   private cancelled: string | null = null;
+  /** The image's streams while the checkpoint writes into them: what a cancel must cut. */
+  private sink: ChannelImageSink | null = null;
   private readonly phases: Array<{ phase: string; ms: number }> = [];
+  private live: LiveReport | null = null;
+  /** The pre-copy session on the tracer thread is open: a rollback must take its tracking off. */
+  private precopyOpen = false;
   readonly done: Promise<MigrationReport>;
   private resolveDone!: (r: MigrationReport) => void;
 
@@ -59,6 +80,7 @@ export class SourceMigration {
     private readonly agent: SourceAgent,
     private readonly container: ContainerState,
     to: { host: string; address: string },
+    private readonly options: MigrationOptions,
     private readonly progress: (e: ProgressEvent) => void,
   ) {
     this.record = agent.journal.create({
@@ -80,13 +102,17 @@ export class SourceMigration {
     return this.record.phase;
   }
 
+  get containerName(): string {
+    return this.container.name;
+  }
+
   /** Starts moving `name` to `to`; the returned migration runs on by itself (its `done` settles with the report). */
-  static start(agent: SourceAgent, name: string, to: { host: string; address: string }, progress: (e: ProgressEvent) => void): SourceMigration {
+  static start(agent: SourceAgent, name: string, to: { host: string; address: string }, options: MigrationOptions, progress: (e: ProgressEvent) => void): SourceMigration {
     const state = readState(name);
     if (!state || containerStatus(state) === 'exited') throw new MigrationError('NO_CONTAINER', `no container named "${name}" runs on ${agent.name}`);
     if (containerStatus(state) === 'frozen') throw new MigrationError('BUSY', `container "${name}" on ${agent.name} is frozen (another migration or checkpoint holds it)`);
     if (to.host === agent.name) throw new MigrationError('SAME_HOST', `container "${name}" already runs on ${agent.name}`);
-    const m = new SourceMigration(agent, state, to, progress);
+    const m = new SourceMigration(agent, state, to, options, progress);
     void m.run().then((r) => m.resolveDone(r));
     return m;
   }
@@ -95,6 +121,9 @@ export class SourceMigration {
   cancel(reason: string): boolean {
     if (['committed', 'done', 'rolled-back'].includes(this.record.phase)) return false;
     this.cancelled = reason;
+    // The checkpoint waits inside the stream for credit (a slow or stalled target) and would reach no next step:
+    // its pending write rejects, the checkpoint lets the container go, and the rollback follows.
+    this.sink?.abort(`cancelled: ${reason}`);
     return true;
   }
 
@@ -130,18 +159,28 @@ export class SourceMigration {
       lap('check');
       this.checkCancel();
 
+      const sink = (this.sink = new ChannelImageSink(peer, this.id, target.host));
+      const where = `${target.host} (migration ${this.id})`;
+      const checkpointOptions = { container, holdFrozen: true, ...(this.options.live ? { precopy: this.id } : {}) };
+      if (this.options.live) {
+        this.enter('precopy');
+        this.live = await this.precopy(sink, where, pids);
+        lap('pre-copy');
+        this.checkCancel();
+      }
       this.enter('streaming');
-      const sink = new ChannelImageSink(peer, this.id, target.host);
-      const { port1, port2 } = new MessageChannel();
-      const served = servePortSink(port1, sink);
-      served.catch(() => {});
       const checkpointStarted = performance.now();
-      checkpoint = await this.agent.tracer.callTransfer<CheckpointSummary>(
-        'checkpointToPort',
-        [container.pid, port2, `${target.host} (migration ${this.id})`, { container, holdFrozen: true }],
-        [port2],
-      );
+      if (this.options.live) {
+        // The image was opened by the pre-copy, whose sink carries on into the checkpoint.
+        checkpoint = await this.agent.tracer.call<CheckpointSummary>('checkpoint', container.pid, '', checkpointOptions);
+      } else {
+        const { port1, port2 } = new MessageChannel();
+        servePortSink(port1, sink).catch(() => {});
+        checkpoint = await this.agent.tracer.callTransfer<CheckpointSummary>('checkpointToPort', [container.pid, port2, where, checkpointOptions], [port2]);
+      }
       held = true;
+      this.sink = null;
+      this.agent.log(`migration ${this.id}: checkpoint ${checkpoint.phases.map((p) => `${p.phase} ${p.ms.toFixed(1)}`).join(', ')} ms; frozen ${checkpoint.frozenMs.toFixed(1)} ms`);
       frozenAt = checkpointStarted + (checkpoint.totalMs - checkpoint.frozenMs);
       lap('checkpoint and stream');
       await faultPoint('source-after-freeze', this.agent.log);
@@ -158,9 +197,66 @@ export class SourceMigration {
       held = false;
       return await this.finishCommitted(peer, container, checkpoint, restored.pids, frozenAt, started, lap);
     } catch (e) {
+      // A cancel surfaces as whatever it cut short (an aborted stream); the operator's reason is the one to report.
+      if (this.cancelled && !(e instanceof MigrationError && e.code === 'CANCELLED')) {
+        this.agent.log(`migration ${this.id}: cancelled (${e instanceof Error ? e.message : String(e)})`);
+        e = new MigrationError('CANCELLED', `cancelled: ${this.cancelled}`);
+      }
       return this.rollback(e, peer, held, started);
     } finally {
       peer?.close();
+    }
+  }
+
+  /**
+   * Pre-copy: rounds copy the memory into the image while the container
+   * runs, each round what was written during the last, until the policy
+   * says freeze (or abort). Auto-converge lowers the container's CPU share
+   * step by step when it writes faster than the link carries.
+   */
+  private async precopy(sink: ChannelImageSink, where: string, pids: number[]): Promise<LiveReport> {
+    const { port1, port2 } = new MessageChannel();
+    servePortSink(port1, sink).catch(() => {});
+    const { method } = await this.agent.tracer.callTransfer<{ method: string }>('precopyOpen', [this.id, pids, port2, where], [port2]);
+    this.precopyOpen = true;
+    const policy = new ConvergencePolicy({
+      maxDowntimeMs: this.options.maxDowntimeMs,
+      maxRounds: this.options.maxRounds,
+      minRounds: this.options.minRounds,
+      throttle: this.options.throttle,
+      strictDowntime: this.options.strictDowntime,
+      fixedFreezeMs: freezeOverhead.estimateMs,
+    });
+    const live: LiveReport = { method, rounds: [], budgetMs: this.options.maxDowntimeMs, fits: null, throttled: false, precopiedPages: 0 };
+    this.progress({ id: this.id, phase: 'precopy', at: Date.now(), note: `pre-copy with ${method} dirty tracking` });
+    for (;;) {
+      this.checkCancel();
+      const r = await this.agent.tracer.call<RoundStats>('precopyRound', this.id);
+      const decision = policy.next({ round: r.round, pages: r.pages, bytes: r.bytes, ms: r.ms, dirtiedPages: r.dirtiedPages });
+      if (decision.action === 'throttle') {
+        setCpuLimit(this.container.cgroup, decision.cpuFraction * (this.container.limits.cpus ?? availableParallelism()));
+        live.throttled = true;
+      }
+      const event: RoundEvent = {
+        round: r.round,
+        pages: r.pages,
+        bytes: r.bytes,
+        ms: r.ms,
+        dirtiedPages: r.dirtiedPages,
+        dirtyRate: (policy.dirtyRate * 1000) / 1e6,
+        bandwidth: (policy.bandwidth * 1000) / 1e6,
+        predictedDowntimeMs: Number.isFinite(decision.predictedMs) ? decision.predictedMs : 0,
+        cpuFraction: policy.cpuFraction,
+        decision: `${decision.action}: ${decision.reason}`,
+      };
+      live.rounds.push(event);
+      this.progress({ id: this.id, phase: 'precopy', at: Date.now(), round: event });
+      if (decision.action === 'abort') throw new MigrationError('FAILED', `the downtime budget cannot be met: ${decision.reason}`);
+      if (decision.action === 'freeze') {
+        live.fits = decision.fits;
+        if (!decision.fits) this.progress({ id: this.id, phase: 'precopy', at: Date.now(), note: `warning: ${decision.reason}` });
+        return live;
+      }
     }
   }
 
@@ -184,6 +280,12 @@ export class SourceMigration {
     await resumeUntilDone(peer, this.agent, this.record);
     const frozenMs = performance.now() - frozenAt;
     lap('resume');
+    if (this.live) {
+      this.live.precopiedPages = checkpoint.precopiedPages;
+      const streamedAtFreeze = checkpoint.bytes - this.live.rounds.reduce((n, r) => n + r.bytes, 0);
+      const bandwidth = this.live.rounds.at(-1)?.bandwidth ?? 0;
+      freezeOverhead.learn(frozenMs - (bandwidth > 0 ? streamedAtFreeze / (bandwidth * 1000) : 0));
+    }
     const report: MigrationReport = {
       id: this.id,
       container: container.name,
@@ -198,6 +300,7 @@ export class SourceMigration {
       zeroPages: checkpoint.zeroPages,
       pids,
       phases: this.phases,
+      live: this.live,
     };
     this.enter('done', { report: report as unknown as Record<string, unknown> });
     return report;
@@ -207,6 +310,8 @@ export class SourceMigration {
   private async rollback(e: unknown, peer: Channel | null, held: boolean, started: number): Promise<MigrationReport> {
     const message = e instanceof Error ? e.message : String(e);
     this.enter('rolled-back', { error: message });
+    if (this.precopyOpen) await this.agent.tracer.call('precopyAbort', this.id, message).catch(() => {});
+    if (this.live?.throttled) restoreCpuLimit(this.container);
     if (held) releaseHeld(this.container);
     if (peer?.isOpen) await peer.request(DiscardRequest.make({ id: this.id, reason: message }), Ok, 10_000).catch(() => {});
     this.agent.log(`migration ${this.id} of ${this.container.name} to ${this.record.target.host} rolled back: ${message}`);
@@ -224,10 +329,31 @@ export class SourceMigration {
       zeroPages: null,
       pids: null,
       phases: this.phases,
+      live: this.live,
     };
     this.record = this.agent.journal.update(this.record, { report: report as unknown as Record<string, unknown> });
     return report;
   }
+}
+
+type LiveReport = NonNullable<MigrationReport['live']>;
+
+/**
+ * What a freeze costs beyond the pages still dirty (the other state, the
+ * restore, the resume), learned from this agent's migrations so far; the
+ * first guess is what small containers take on a quiet 2-CPU machine.
+ */
+const freezeOverhead = {
+  estimateMs: 150,
+  learn(ms: number): void {
+    if (Number.isFinite(ms) && ms > 0) this.estimateMs = 0.5 * this.estimateMs + 0.5 * ms;
+  },
+};
+
+/** A rolled-back migration gives the container back the CPU share auto-converge took. */
+function restoreCpuLimit(container: ContainerState): void {
+  if (container.limits.cpus !== null) setCpuLimit(container.cgroup, container.limits.cpus);
+  else clearCpuLimit(container.cgroup);
 }
 
 /**

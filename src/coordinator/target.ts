@@ -17,7 +17,7 @@ import { ReceivedImage } from '../image/received.js';
 import type { Manifest } from '../image/format.js';
 import { cgroupAt, cgroupExists, killAll, removeCgroup, thaw, type Cgroup } from '../native/cgroup.js';
 import type { Tracer } from '../native/tracer.js';
-import { CONTAINER_CONTROLLERS, recordRestored, type RestoredContainer } from '../container/runtime.js';
+import { CONTAINER_CONTROLLERS, recordRestored, unlockNetwork, type RestoredContainer } from '../container/runtime.js';
 import { cgroupParent, containerStatus, readState } from '../container/state.js';
 import type { RestoreSummary } from '../target/restore.js';
 import { checkTarget, type HostNeeds } from './checks.js';
@@ -138,10 +138,16 @@ export class TargetSide {
     this.agent.log(`migration ${id} of ${m.record.container} discarded: ${reason}`);
   }
 
-  /** The source went away before restoring: whatever did not reach `restored` cannot be committed, so it goes. */
-  async sourceLost(id: string, why: string): Promise<void> {
+  /**
+   * The source's channel closed. An image still arriving cannot be
+   * committed, so it goes. A restored copy (or one being restored) waits
+   * for the source's verdict, which `askSource` fetches.
+   */
+  async sourceLost(id: string, why: string, askSource: (id: string) => Promise<void>): Promise<void> {
     const m = this.incoming.get(id);
-    if (m && m.record.phase === 'receiving') await this.discard(id, `the source went away: ${why}`);
+    if (!m) return;
+    if (m.record.phase === 'receiving') return this.discard(id, `the source went away: ${why}`);
+    if (m.record.phase === 'restoring' || m.record.phase === 'restored') return askSource(id);
   }
 
   resumeRecorded(record: JournalRecord): void {
@@ -158,8 +164,10 @@ export class TargetSide {
     this.agent.log(`migration ${record.id} of ${record.container} discarded: ${reason}`);
   }
 
+  /** The copy runs from here on: recorded, its network unlocked (the restore left the checkpoint's locks for whoever thaws it), thawed. */
   private resumeContainer(c: RestoredContainer, pid: number): void {
     recordRestored(c, pid);
+    unlockNetwork(pid);
     thaw(c.cgroup);
   }
 }

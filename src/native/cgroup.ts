@@ -248,6 +248,15 @@ export function setCpuLimit(cg: Cgroup, cpus: number): void {
   writeFile(dir, 'cpu.cfs_quota_us', String(quota));
 }
 
+/** Lifts the group's CPU limit. */
+export function clearCpuLimit(cg: Cgroup): void {
+  if (cg.v2Controllers.includes('cpu')) {
+    writeFile(cg.unified!, 'cpu.max', `max ${CPU_PERIOD_US}`);
+    return;
+  }
+  writeFile(controllerDir(cg, 'cpu'), 'cpu.cfs_quota_us', '-1');
+}
+
 /** Bytes of memory charged to the group now; null when the group has no memory controller or is gone. */
 export function memoryUsage(cg: Cgroup): number | null {
   const onV2 = cg.v2Controllers.includes('memory');

@@ -14,6 +14,7 @@ import type { Op } from '../native/tracer-protocol.js';
 import type { MessagePort } from 'node:worker_threads';
 import { ImageWriter, type ImageSink } from '../image/format.js';
 import { PortSink } from '../image/port-sink.js';
+import { endPrecopySession, precopySession } from '../precopy/session.js';
 import '../image/all.js';
 import { ZombieEntry } from '../image/process.js';
 import { CheckpointRefused, type Refusal } from './refusal.js';
@@ -25,11 +26,12 @@ import * as signals from './signals.js';
 import * as files from './files.js';
 import * as creds from './creds.js';
 import * as timers from './timers.js';
+import { TcpCheckpoint } from './tcp.js';
 
 /** A resource the checkpoint knows: checked before the process is touched, dumped while it is stopped. Order matters: thread first (it records the registers from before injection). */
 interface SourceResource {
   /** `scope` is every process the image will hold: what they share with each other is fine. */
-  inspect(pid: number, refusals: Refusal[], scope: Set<number>): void;
+  inspect(pid: number, refusals: Refusal[], scope: Set<number>, opts: InspectOptions): void;
   /** Work that needs no freeze (hashing mapped files), done before it to keep downtime short. */
   prepare?(pid: number): void;
   dump(ctx: DumpContext): void | Promise<void>;
@@ -45,6 +47,12 @@ const RESOURCES: Array<[string, SourceResource]> = [
   ['timers', timers],
 ];
 
+/** What the checks may accept besides what always travels. */
+export interface InspectOptions {
+  /** TCP sockets travel (src/source/tcp.ts). */
+  tcp: boolean;
+}
+
 export interface CheckpointOptions {
   /** Let the process continue after the checkpoint instead of killing it. */
   leaveRunning?: boolean;
@@ -59,6 +67,20 @@ export interface CheckpointOptions {
    * then it is killed, or thawed on rollback (runtime.ts).
    */
   holdFrozen?: boolean;
+  /**
+   * Take the process's TCP sockets, connections and listeners: their
+   * endpoints are locked with nftables once the processes are stopped, and
+   * the lock stays until the restored copy runs. Always on for a container
+   * (its network namespace is its own); a bare process holding TCP sockets
+   * without it is refused.
+   */
+  tcpEstablished?: boolean;
+  /**
+   * The pre-copy session (src/precopy) whose image this checkpoint
+   * completes: pages its rounds copied and that were not written since are
+   * referred to, not read again.
+   */
+  precopy?: string;
 }
 
 export interface CheckpointSummary {
@@ -69,6 +91,8 @@ export interface CheckpointSummary {
   pages: number;
   dataPages: number;
   zeroPages: number;
+  /** Of `pages`, those pre-copy rounds had sent already (see src/precopy). */
+  precopiedPages: number;
   /** Bytes of page data in the image. */
   bytes: number;
   entries: number;
@@ -80,6 +104,13 @@ export interface CheckpointSummary {
   leftRunning: boolean;
   /** The processes are frozen in their cgroup, waiting to be killed or thawed. */
   heldFrozen: boolean;
+  /**
+   * TCP sockets taken, and the network locks left in place (none when the
+   * processes were left running). A held-frozen copy keeps its connected
+   * sockets in repair mode: a rollback that thaws it must take them out
+   * (leaveTcpRepair in src/source/tcp.ts) and remove the locks (unlockTable).
+   */
+  tcp?: { sockets: number; locks: Array<{ table: string; netns: string; pid: number }> };
 }
 
 /** The process, or with `tree` the process and every descendant, parents before children. */
@@ -97,13 +128,13 @@ export function collectProcesses(pid: number, tree: boolean): number[] {
 }
 
 /** Everything that would make the checkpoint fail or restore wrongly, found without touching any process. */
-export function inspectProcess(pid: number, opts: Pick<CheckpointOptions, 'tree'> = {}): Refusal[] {
+export function inspectProcess(pid: number, opts: Pick<CheckpointOptions, 'tree' | 'tcpEstablished'> = {}): Refusal[] {
   if (!processExists(pid)) throw new NativeError('checkpoint', Errno.ESRCH, `pid ${pid}`);
   const pids = collectProcesses(pid, !!opts.tree);
-  return inspectAll(pid, pids, !!opts.tree);
+  return inspectAll(pid, pids, !!opts.tree, { tcp: !!opts.tcpEstablished });
 }
 
-function inspectAll(root: number, pids: number[], tree: boolean): Refusal[] {
+function inspectAll(root: number, pids: number[], tree: boolean, opts: InspectOptions): Refusal[] {
   const refusals: Refusal[] = [];
   const scope = new Set(pids);
   if (!tree) {
@@ -115,7 +146,7 @@ function inspectAll(root: number, pids: number[], tree: boolean): Refusal[] {
   if (isZombie(root)) refusals.push({ pid: root, resource: 'state', reason: 'it is a zombie' });
   for (const pid of pids) {
     if (pid !== root && isZombie(pid)) continue;
-    for (const [, r] of RESOURCES) r.inspect(pid, refusals, scope);
+    for (const [, r] of RESOURCES) r.inspect(pid, refusals, scope, opts);
   }
   return refusals;
 }
@@ -136,7 +167,7 @@ export async function checkpointProcess(pid: number, dir: string | ImageSink, op
     phases.push({ phase, ms: now - mark });
     mark = now;
   };
-  if (opts.container) opts = { ...opts, tree: true };
+  if (opts.container) opts = { ...opts, tree: true, tcpEstablished: true };
   if (opts.holdFrozen && (!opts.container || opts.leaveRunning)) throw new Error('holdFrozen is for a container that is not left running');
   const refusals = inspectProcess(pid, opts);
   if (opts.container) container.inspect(opts.container, refusals);
@@ -144,10 +175,14 @@ export async function checkpointProcess(pid: number, dir: string | ImageSink, op
   let pids = collectProcesses(pid, !!opts.tree);
   lap('inspect');
   for (const p of pids) if (!isZombie(p)) for (const [, r] of RESOURCES) r.prepare?.(p);
-  const image = typeof dir === 'string' ? await ImageWriter.create(dir) : ImageWriter.toSink(dir);
+  const precopy = opts.precopy === undefined ? null : precopySession(opts.precopy);
+  const image = precopy ? precopy.writer : typeof dir === 'string' ? await ImageWriter.create(dir) : ImageWriter.toSink(dir);
   lap('prepare');
   let frozenAt = 0;
   const stopped: Stopped[] = [];
+  let net: TcpCheckpoint | null = null;
+  /** The originals are gone: their sockets with them, so the lock must stay whatever happens next. */
+  let killed = false;
   const zombies: number[] = [];
   try {
     const stopThreads = (p: number, tids: number[]) => {
@@ -196,16 +231,22 @@ export async function checkpointProcess(pid: number, dir: string | ImageSink, op
       const now = collectProcesses(pid, !!opts.tree);
       const born = now.filter((p) => !pids.includes(p));
       if (!born.length) break;
-      const late = inspectAll(pid, now, !!opts.tree).filter((r) => born.includes(r.pid));
+      const late = inspectAll(pid, now, !!opts.tree, { tcp: !!opts.tcpEstablished }).filter((r) => born.includes(r.pid));
       if (late.length) throw new CheckpointRefused(late.map((r) => ({ ...r, reason: `${r.reason} (it was born during the checkpoint)` })));
       pids = now;
     }
     lap('stop');
     const scope = new Set(pids);
-    const stats = { pages: 0, dataPages: 0, zeroPages: 0 };
+    if (opts.tcpEstablished) {
+      // Before any socket is read: from here on no segment reaches them and none leaves.
+      net = TcpCheckpoint.begin(stopped.map((s) => s.pid), scope);
+      lap('lock network');
+    }
+    const stats = { pages: 0, dataPages: 0, zeroPages: 0, precopiedPages: 0 };
     const shared = { shmemIds: new Map<string, number>(), fileIds: [], pipeIds: new Map<string, number>(), ghostIds: new Map<string, number>() };
     for (const s of stopped) {
-      const ctx: DumpContext = { pid: s.pid, injector: s.threads[0]!.injector, threads: s.threads, image, stats, scope, ...shared };
+      const sent = precopy?.finish(s.pid, s.threads[0]!.injector);
+      const ctx: DumpContext = { pid: s.pid, injector: s.threads[0]!.injector, threads: s.threads, image, stats, scope, ...shared, ...(sent ? { sent } : {}) };
       for (const [name, r] of RESOURCES) {
         await r.dump(ctx);
         lap(stopped.length > 1 ? `dump ${name} ${s.pid}` : `dump ${name}`);
@@ -217,18 +258,26 @@ export async function checkpointProcess(pid: number, dir: string | ImageSink, op
       await container.dumpTmp(image, pid, stats);
       lap('dump container');
     }
+    // The processes go on (or are killed) with the lock left in place: the image says where it is, for the restore to remove.
+    if (net && !opts.leaveRunning) for (const e of net.lockEntries()) image.addEntry(e);
     for (const s of stopped) endInjection(s.threads);
     const allTids = stopped.flatMap((s) => s.threads.map((t) => t.tid));
     let frozenMs = 0;
     if (opts.leaveRunning) {
+      // A socket in repair mode refuses the program's reads and writes.
+      net?.leaveRepair();
+      net?.release();
       // Everything is captured: the processes need not wait for the image to reach the disk.
       detachAll(allTids);
       stopped.length = 0;
       frozenMs = performance.now() - frozenAt;
+      net?.unlock();
       lap('release');
     }
     const manifest = await image.finish({ pid, pids, kind: opts.container ? 'container' : opts.tree ? 'tree' : 'process', ...(opts.container ? { container: opts.container.name } : {}) });
     lap('write image');
+    // Ferry's copies go; sockets still in repair mode vanish silently with their processes.
+    net?.release();
     if (opts.holdFrozen) {
       // Ptrace-stopped tasks count as frozen, so the freeze completes at once and they stay stopped when detached.
       freeze(opts.container!.cgroup);
@@ -238,6 +287,7 @@ export async function checkpointProcess(pid: number, dir: string | ImageSink, op
       lap('hold frozen');
     } else if (!opts.leaveRunning) {
       // Only once the image is safely on disk may the originals go.
+      killed = true;
       for (const s of stopped) kill(s.pid, 9);
       frozenMs = performance.now() - frozenAt;
       stopped.length = 0;
@@ -256,15 +306,35 @@ export async function checkpointProcess(pid: number, dir: string | ImageSink, op
       leftRunning: !!opts.leaveRunning,
       heldFrozen: !!opts.holdFrozen,
       phases,
+      ...(net ? { tcp: { sockets: net.sockets, locks: opts.leaveRunning ? [] : net.locks.map((l) => ({ table: l.table, netns: l.netns, pid: l.pid })) } } : {}),
     };
   } catch (e) {
-    // Leave every process exactly as it was: registers, masks, no scratch, running.
+    // Leave every process exactly as it was: registers, masks, no scratch, sockets out of repair mode, running.
+    abortTcp(net, 'before');
     for (const s of stopped) {
       endInjection(s.threads);
       detachAll(s.threads.map((t) => t.tid));
     }
+    if (!killed) abortTcp(net, 'after');
     await image.abort(e instanceof Error ? e.message : String(e));
     throw e;
+  } finally {
+    if (opts.precopy !== undefined) endPrecopySession(opts.precopy);
+  }
+}
+
+/** A failed checkpoint puts the sockets back as they were before the processes run again, and unlocks once they do. */
+function abortTcp(net: TcpCheckpoint | null, when: 'before' | 'after'): void {
+  if (!net) return;
+  try {
+    if (when === 'before') {
+      net.leaveRepair();
+      net.release();
+    } else {
+      net.unlock();
+    }
+  } catch {
+    // the error that failed the checkpoint is the one to report; a process already killed has no sockets left
   }
 }
 
@@ -336,5 +406,5 @@ export const tracerOps: Record<string, Op> = {
   checkpoint: (_ctx, pid: number, dir: string, opts: CheckpointOptions) => checkpointProcess(pid, dir, opts),
   /** The image goes to the main thread through `port` (servePortSink), and from there over the network. */
   checkpointToPort: (_ctx, pid: number, port: MessagePort, where: string, opts: CheckpointOptions) => checkpointProcess(pid, new PortSink(port, where), opts),
-  inspect: (_ctx, pid: number, opts: Pick<CheckpointOptions, 'tree'>) => inspectProcess(pid, opts),
+  inspect: (_ctx, pid: number, opts: Pick<CheckpointOptions, 'tree' | 'tcpEstablished'>) => inspectProcess(pid, opts),
 };

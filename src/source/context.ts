@@ -1,5 +1,6 @@
 import type { Injector } from '../native/inject.js';
 import type { ImageWriter } from '../image/format.js';
+import type { SentPages } from '../precopy/sent.js';
 
 /** Totals a checkpoint reports. */
 export interface DumpStats {
@@ -7,6 +8,8 @@ export interface DumpStats {
   pages: number;
   dataPages: number;
   zeroPages: number;
+  /** Of `pages`, those whose copy a pre-copy round had already sent: referred to, not read at the freeze. */
+  precopiedPages: number;
 }
 
 /** What every resource's dump gets: a stopped process, an injector into it, and the image being written. */
@@ -27,6 +30,8 @@ export interface DumpContext {
   /** Pipes and unlinked files already in the image, image-wide, by their kernel identity. */
   pipeIds: Map<string, number>;
   ghostIds: Map<string, number>;
+  /** After pre-copy: the pages of this process already in the image and still clean. */
+  sent?: SentPages;
 }
 
 /** A range of the task's address space that Ferry itself mapped (the injection scratch). */

@@ -5,7 +5,8 @@ import { Sys } from '../native/syscalls.js';
 import { VmaEntry, ShmemEntry, MmEntry, VMA_FLAGS } from '../image/memory.js';
 import { identifyFile } from '../image/file-identity.js';
 import type { FileIdentity } from '../image/fields.js';
-import { countPageRuns, packPageRuns, type PackedPageRuns } from '../image/pages.js';
+import { countPageRuns, packPageRuns, type PackedPageRuns, type PageRun } from '../image/pages.js';
+import type { SentPages } from '../precopy/sent.js';
 import { PAGE_SIZE } from '../image/constants.js';
 import type { Refusal } from './refusal.js';
 import { ferryRanges, type DumpContext } from './context.js';
@@ -215,6 +216,76 @@ async function storeSegments(stretches: PageStretch[], store: (firstPage: number
   return segments;
 }
 
+/**
+ * Like storeSegments, but pages whose copy an earlier pre-copy round put in
+ * the image (and that were not written since) are referred to where they
+ * are; only the others are read now. A segment's data runs must lie back to
+ * back in pages.bin, so a segment ends wherever the copies do not.
+ */
+async function storeSegmentsAfterPrecopy(
+  start: number,
+  stretches: PageStretch[],
+  sent: SentPages,
+  stats: DumpContext['stats'],
+  store: (firstPage: number, pages: number) => Promise<PackedPageRuns>,
+): Promise<Segments> {
+  const segments: Segments = [];
+  /** The segment of copies being built: its first page, its runs, and where its next data page must be. */
+  let known: { page: number; runs: PageRun[]; next: number | null } | null = null;
+  let unknownFrom = -1;
+  const closeKnown = (): void => {
+    if (known) segments.push({ page: known.page, runs: packPageRuns(known.runs) });
+    known = null;
+  };
+  const closeUnknown = async (end: number): Promise<void> => {
+    if (unknownFrom >= 0) segments.push(...(await storeSegments([{ first: unknownFrom, pages: end - unknownFrom }], store)));
+    unknownFrom = -1;
+  };
+  for (const s of stretches) {
+    for (let page = s.first; page < s.first + s.pages; page++) {
+      const at = sent.lookup(start + page * PAGE_SIZE);
+      if (at === undefined) {
+        closeKnown();
+        if (unknownFrom < 0) unknownFrom = page;
+        continue;
+      }
+      await closeUnknown(page);
+      stats.pages++;
+      stats.precopiedPages++;
+      if (at === 'zero') stats.zeroPages++;
+      else stats.dataPages++;
+      known = extendCopies(known, page, at, closeKnown);
+    }
+    closeKnown();
+    await closeUnknown(s.first + s.pages);
+  }
+  return segments;
+}
+
+/** Adds one copied page to the segment being built, starting a new one where the copies stop lying back to back. */
+function extendCopies(
+  known: { page: number; runs: PageRun[]; next: number | null } | null,
+  page: number,
+  at: number | 'zero',
+  close: () => void,
+): { page: number; runs: PageRun[]; next: number | null } {
+  if (known && at !== 'zero' && known.next !== null && known.next !== at) {
+    close();
+    known = null;
+  }
+  const seg = known ?? { page, runs: [], next: null };
+  const last = seg.runs.at(-1);
+  if (at === 'zero') {
+    if (last?.kind === 'zero') last.pages++;
+    else seg.runs.push({ kind: 'zero', pages: 1 });
+  } else {
+    if (last?.kind === 'data' && last.offset + last.pages * PAGE_SIZE === at) last.pages++;
+    else seg.runs.push({ kind: 'data', pages: 1, offset: at });
+    seg.next = at + PAGE_SIZE;
+  }
+  return seg;
+}
+
 async function dumpShmem(ctx: DumpContext, m: MapsEntry, stager: PageStager): Promise<number> {
   const key = `${m.dev}:${m.inode}`;
   const known = ctx.shmemIds.get(key);
@@ -233,6 +304,23 @@ async function dumpShmem(ctx: DumpContext, m: MapsEntry, stager: PageStager): Pr
   const mode = tmpfs ? mappedObjectMode(ctx.pid, m.start, m.end) : undefined;
   ctx.image.addEntry(ShmemEntry.make({ id, kind, name, ...(mode !== undefined ? { mode } : {}), size: contents.length, key, segments }));
   return id;
+}
+
+/**
+ * The pages of a process that its image carries as data (private anonymous
+ * and copy-on-write pages that are present or swapped), as address ranges:
+ * what pre-copy sends while the process runs. The dump at the freeze takes
+ * the same set.
+ */
+export function travellingRanges(pid: number): Array<{ addr: number; pages: number; readable: boolean }> {
+  const dataPages = scanDataPages(pid);
+  const out: Array<{ addr: number; pages: number; readable: boolean }> = [];
+  for (const m of readMaps(pid)) {
+    const c = classify(m);
+    if (c !== 'anon' && !(c === 'file' && !m.shared)) continue;
+    for (const s of travellingPages(dataPages, m, c === 'anon')) out.push({ addr: m.start + s.first * PAGE_SIZE, pages: s.pages, readable: m.read });
+  }
+  return out;
 }
 
 export async function dump(ctx: DumpContext): Promise<void> {
@@ -257,7 +345,8 @@ export async function dump(ctx: DumpContext): Promise<void> {
         ctx.image.addEntry(VmaEntry.make({ ...base, kind: 'file', file: identifyFile(m.path), segments: [] }));
       } else {
         const travel = travellingPages(dataPages, m, c === 'anon');
-        const segments = await storeSegments(travel, (first, n) => stager.storeRemote(m.start + first * PAGE_SIZE, n, m.read));
+        const read = (first: number, n: number) => stager.storeRemote(m.start + first * PAGE_SIZE, n, m.read);
+        const segments = ctx.sent ? await storeSegmentsAfterPrecopy(m.start, travel, ctx.sent, ctx.stats, read) : await storeSegments(travel, read);
         ctx.image.addEntry(VmaEntry.make({ ...base, kind: c, ...(c === 'file' ? { file: identifyFile(m.path) } : {}), segments }));
       }
     }

@@ -41,6 +41,18 @@ export function jsonOf<T>(result: CliResult): T {
   }
 }
 
+/** The last line of a `--json` run that prints one JSON object per line (`migrate <c> --to <h> --json`: rounds, then the report). */
+export function lastJsonOf<T>(result: CliResult): T {
+  const lines = result.stdout.split('\n').filter((l) => l.trim());
+  return jsonOf<T>({ ...result, stdout: lines.at(-1) ?? '' });
+}
+
+/** Every line of such a run but the last, parsed. */
+export function jsonLinesOf<T>(result: CliResult): T[] {
+  const lines = result.stdout.split('\n').filter((l) => l.trim());
+  return lines.slice(0, -1).map((l) => jsonOf<T>({ ...result, stdout: l }));
+}
+
 /**
  * `migrate checkpoint` of a workload this process started: the CLI kills
  * it and then waits for its parent (us) to reap it before the pid counts as

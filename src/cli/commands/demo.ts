@@ -77,7 +77,7 @@ async function runDemo(): Promise<DemoReport> {
       const hop = await withHost(inventory, from, (ch) => follow(ch, NAME, { host: to, address: hostAddress(inventory, to) }, from));
       hops.push(hop);
       if (hop.outcome !== 'done') return { ok: false, hops, logs: logsOf(), problem: `the move to ${to} rolled back: ${hop.error}` };
-      say(`${i + 2}. moved it ${from} → ${to}: frozen ${hop.frozenMs!.toFixed(0)} ms, ${((hop.bytes ?? 0) / 1048576).toFixed(1)} MiB of memory`);
+      say(`${i + 2}. moved it ${from} → ${to} live (${hop.live?.rounds.length ?? 0} pre-copy rounds), frozen ${hop.frozenMs!.toFixed(0)} ms`);
       await waitForCount(to, 25);
     }
     await withHost(inventory, 'lab-3', (ch) => ch.request(StopRequest.make({ name: NAME, timeoutMs: 0 }), StopReply));
@@ -123,8 +123,14 @@ async function waitForCount(host: string, lines: number): Promise<void> {
 
 function render(r: DemoReport): string {
   const hops = formatTable(
-    ['HOP', 'DOWNTIME', 'TOTAL', 'MEMORY'],
-    r.hops.map((h) => [`${h.from} → ${h.to}`, h.frozenMs === null ? '-' : `${h.frozenMs.toFixed(0)} ms`, `${h.totalMs.toFixed(0)} ms`, `${((h.bytes ?? 0) / 1048576).toFixed(1)} MiB`]),
+    ['HOP', 'ROUNDS', 'DOWNTIME', 'TOTAL', 'SENT'],
+    r.hops.map((h) => [
+      `${h.from} → ${h.to}`,
+      h.live ? `${h.live.rounds.length} (${h.live.precopiedPages} of ${h.pages} pages before the freeze)` : 'cold',
+      h.frozenMs === null ? '-' : `${h.frozenMs.toFixed(0)} ms`,
+      `${h.totalMs.toFixed(0)} ms`,
+      `${((h.bytes ?? 0) / 1048576).toFixed(1)} MiB`,
+    ]),
   );
   const logs = formatTable(['HOST', 'COUNTED'], r.logs.map((l) => [l.host, l.lines ? `${l.first} … ${l.last} (${l.lines} numbers)` : '-']));
   const verdict = r.ok
