@@ -1,21 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { nsPids, readChildren } from '../src/native/proc.js';
-import { kill } from '../src/native/process.js';
-import { readRecord } from '../src/lab/record.js';
-import { jsonLinesOf, jsonOf, lastJsonOf, migrate, type CliResult } from './helpers/cli.js';
+import { jsonLinesOf, lastJsonOf, migrate, type CliResult } from './helpers/cli.js';
 import { ROOT, workloadBin } from './helpers/paths.js';
+import { initOf, ok, ps, running, useLab, verdict, waitReady } from './helpers/lab.js';
 import { waitFor } from './helpers/wait.js';
 
-interface Listed {
-  host: string;
-  name: string;
-  pid: number;
-  state: string;
-}
 
 interface Round {
   round: number;
@@ -36,9 +27,6 @@ interface Report {
   live: { method: string; rounds: Round[]; fits: boolean | null; throttled: boolean; precopiedPages: number } | null;
 }
 
-function ok(r: CliResult): void {
-  assert.equal(r.status, 0, `exit ${r.status}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-}
 
 /**
  * Live migration between lab hosts: the churn workload rewrites its memory
@@ -48,27 +36,7 @@ function ok(r: CliResult): void {
  */
 describe('live migration with pre-copy between lab hosts', function () {
   this.timeout(240_000);
-  const saved = process.env['FERRY_CONFIG_DIR'];
-  let configDir: string;
-  let binDir: string;
-
-  before(async function () {
-    configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-live-config-'));
-    process.env['FERRY_CONFIG_DIR'] = configDir;
-    binDir = fs.mkdtempSync('/var/tmp/ferry-live-bin-');
-    fs.copyFileSync(workloadBin('churn'), path.join(binDir, 'churn'));
-    fs.chmodSync(path.join(binDir, 'churn'), 0o755);
-    ok(await migrate(['lab', 'up', '--hosts', '2']));
-  });
-
-  after(async function () {
-    const down = await migrate(['lab', 'down']);
-    fs.rmSync(binDir, { recursive: true, force: true });
-    fs.rmSync(configDir, { recursive: true, force: true });
-    if (saved === undefined) delete process.env['FERRY_CONFIG_DIR'];
-    else process.env['FERRY_CONFIG_DIR'] = saved;
-    ok(down);
-  });
+  const lab = useLab(2, [workloadBin('churn')]);
 
   afterEach(async function () {
     for (const c of await ps()) {
@@ -76,50 +44,14 @@ describe('live migration with pre-copy between lab hosts', function () {
     }
   });
 
-  async function ps(): Promise<Listed[]> {
-    const r = await migrate(['--json', 'ps']);
-    ok(r);
-    return jsonOf<{ containers: Listed[] }>(r).containers;
-  }
 
-  async function running(name: string): Promise<Listed[]> {
-    return (await ps()).filter((c) => c.name === name && c.state === 'running');
-  }
 
-  async function initOf(name: string): Promise<number | null> {
-    const [c] = await running(name);
-    if (!c) return null;
-    const hostInit = readRecord()!.hosts.find((h) => h.name === c.host)!.init.pid;
-    const queue = [hostInit];
-    while (queue.length) {
-      const p = queue.shift()!;
-      const chain = nsPids(p);
-      if (chain.length >= 2 && chain[1] === c.pid) return p;
-      queue.push(...readChildren(p));
-    }
-    return null;
-  }
 
   async function churn(name: string, mib: number, rate: string, extra: string[] = []): Promise<void> {
-    ok(await migrate(['run', name, '--host', 'lab-1', '--', path.join(binDir, 'churn'), '/tmp/result', String(mib), rate, ...extra]));
-    await waitFor(`${name} to be READY`, async () => {
-      const init = await initOf(name);
-      return init !== null && fs.existsSync(`/proc/${init}/root/tmp/result.ready`);
-    }, 30_000);
+    ok(await migrate(['run', name, '--host', 'lab-1', '--', path.join(lab.binDir, 'churn'), '/tmp/result', String(mib), rate, ...extra]));
+    await waitReady(name);
   }
 
-  async function verdict(name: string): Promise<string> {
-    const init = await initOf(name);
-    assert.ok(init, `${name} runs somewhere`);
-    const tmp = fs.openSync(`/proc/${init}/root/tmp`, 'r');
-    try {
-      kill(init, 15);
-      await waitFor(`the verdict of ${name}`, () => fs.existsSync(`/proc/self/fd/${tmp}/result`), 60_000);
-      return fs.readFileSync(`/proc/self/fd/${tmp}/result`, 'utf8').trim();
-    } finally {
-      fs.closeSync(tmp);
-    }
-  }
 
   async function move(name: string, options: string[] = []): Promise<{ result: CliResult; report: Report; rounds: Array<Round & { event: string }> }> {
     const result = await migrate(['--json', name, '--to', 'lab-2', ...options]);

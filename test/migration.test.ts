@@ -6,22 +6,16 @@ import path from 'node:path';
 import { WebSocket } from 'ws';
 import { readInventory, writeInventory } from '../src/cluster/inventory.js';
 import { CONTAINER_CONTROLLERS } from '../src/container/runtime.js';
-import { cgroupAt, listPids } from '../src/native/cgroup.js';
 import { nsPids, readChildren } from '../src/native/proc.js';
-import { kill } from '../src/native/process.js';
+import { cgroupAt, listPids } from '../src/native/cgroup.js';
 import { labAgent } from '../src/lab/lab.js';
 import { agentLogPath, hostCgroupParent } from '../src/lab/layout.js';
 import { readRecord } from '../src/lab/record.js';
 import { jsonOf, lastJsonOf, migrate, type CliResult } from './helpers/cli.js';
 import { ROOT, workloadBin } from './helpers/paths.js';
+import { initOf, ok, ps, running, useLab, verdict, waitReady } from './helpers/lab.js';
 import { waitFor } from './helpers/wait.js';
 
-interface Listed {
-  host: string;
-  name: string;
-  pid: number;
-  state: string;
-}
 
 interface Report {
   id: string;
@@ -41,9 +35,6 @@ interface JournalView {
   reportedBy: string;
 }
 
-function ok(r: CliResult): void {
-  assert.equal(r.status, 0, `exit ${r.status}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-}
 
 /**
  * Migrations for real, between the hosts of a lab: each host has its own
@@ -56,29 +47,8 @@ function ok(r: CliResult): void {
  */
 describe('migrations between lab hosts', function () {
   this.timeout(180_000);
-  const saved = process.env['FERRY_CONFIG_DIR'];
-  let configDir: string;
-  let binDir: string;
-
-  before(async function () {
-    configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-migration-config-'));
-    process.env['FERRY_CONFIG_DIR'] = configDir;
-    // Workloads run from where every lab host and container sees them (a container's /tmp is its own).
-    binDir = fs.mkdtempSync('/var/tmp/ferry-migration-bin-');
-    for (const w of ['counter', 'session']) fs.copyFileSync(workloadBin(w), path.join(binDir, w));
-    fs.copyFileSync(path.join(ROOT, 'test/workloads/counter.py'), path.join(binDir, 'counter.py'));
-    for (const f of fs.readdirSync(binDir)) fs.chmodSync(path.join(binDir, f), 0o755);
-    ok(await migrate(['lab', 'up', '--hosts', '3']));
-  });
-
-  after(async function () {
-    const down = await migrate(['lab', 'down']);
-    fs.rmSync(binDir, { recursive: true, force: true });
-    fs.rmSync(configDir, { recursive: true, force: true });
-    if (saved === undefined) delete process.env['FERRY_CONFIG_DIR'];
-    else process.env['FERRY_CONFIG_DIR'] = saved;
-    ok(down);
-  });
+  // Workloads run from where every lab host and container sees them (a container's /tmp is its own).
+  const lab = useLab(3, [workloadBin('counter'), workloadBin('session'), path.join(ROOT, 'test/workloads/counter.py')]);
 
   afterEach(async function () {
     // Every agent back to normal, every container gone, whatever the test did.
@@ -88,40 +58,14 @@ describe('migrations between lab hosts', function () {
     }
   });
 
-  async function ps(): Promise<Listed[]> {
-    const r = await migrate(['--json', 'ps']);
-    ok(r);
-    return jsonOf<{ containers: Listed[] }>(r).containers;
-  }
 
-  async function running(name: string): Promise<Listed[]> {
-    return (await ps()).filter((c) => c.name === name && c.state === 'running');
-  }
 
   /** Starts a container on a host and waits for its workload's READY. */
   async function run(host: string, name: string, command: string[]): Promise<void> {
     ok(await migrate(['run', name, '--host', host, '--', ...command]));
-    await waitFor(`${name} on ${host} to be READY`, async () => {
-      const init = await initOf(name);
-      return init !== null && fs.existsSync(`/proc/${init}/root/tmp/result.ready`);
-    }, 30_000);
+    await waitReady(name, `${name} on ${host} to be READY`);
   }
 
-  /** The container's init as this (root) pid namespace sees it: the agents report pids of their hosts' namespaces. */
-  async function initOf(name: string): Promise<number | null> {
-    const [c] = await running(name);
-    if (!c) return null;
-    const record = readRecord()!;
-    const hostInit = record.hosts.find((h) => h.name === c.host)!.init.pid;
-    const queue = [hostInit];
-    while (queue.length) {
-      const p = queue.shift()!;
-      const chain = nsPids(p);
-      if (chain.length >= 2 && chain[1] === c.pid) return p;
-      queue.push(...readChildren(p));
-    }
-    return null;
-  }
 
   /** Every process of the container: its pid inside, with its parent's pid inside, sorted. */
   function treeInside(init: number): string[] {
@@ -135,19 +79,6 @@ describe('migrations between lab hosts', function () {
     return out.sort();
   }
 
-  /** SIGTERM to the workload; its verdict is read through a handle on its /tmp, which vanishes with it. */
-  async function verdict(name: string): Promise<string> {
-    const init = await initOf(name);
-    assert.ok(init, `${name} runs somewhere`);
-    const tmp = fs.openSync(`/proc/${init}/root/tmp`, 'r');
-    try {
-      kill(init, 15);
-      await waitFor(`the verdict of ${name}`, () => fs.existsSync(`/proc/self/fd/${tmp}/result`), 30_000);
-      return fs.readFileSync(`/proc/self/fd/${tmp}/result`, 'utf8').trim();
-    } finally {
-      fs.closeSync(tmp);
-    }
-  }
 
   async function move(name: string, to: string, extra: string[] = []): Promise<{ result: CliResult; report: Report }> {
     const result = await migrate(['--json', name, '--to', to, ...extra]);
@@ -161,8 +92,8 @@ describe('migrations between lab hosts', function () {
   }
 
   it('a C process tree and a Python program move lab-1 → lab-2 → lab-3, keep every pid inside, and PASS', async () => {
-    await run('lab-1', 'tree', [path.join(binDir, 'session'), '/tmp/result']);
-    await run('lab-1', 'py', ['python3', path.join(binDir, 'counter.py'), '/tmp/result']);
+    await run('lab-1', 'tree', [path.join(lab.binDir, 'session'), '/tmp/result']);
+    await run('lab-1', 'py', ['python3', path.join(lab.binDir, 'counter.py'), '/tmp/result']);
     const before = treeInside((await initOf('tree'))!);
     for (const [from, to] of [['lab-1', 'lab-2'], ['lab-2', 'lab-3']] as const) {
       for (const name of ['tree', 'py']) {
@@ -182,7 +113,7 @@ describe('migrations between lab hosts', function () {
   });
 
   it('a container keeps running while its agent restarts, and the new agent finds it and moves it', async () => {
-    await run('lab-1', 'steady', [path.join(binDir, 'counter'), '/tmp/result']);
+    await run('lab-1', 'steady', [path.join(lab.binDir, 'counter'), '/tmp/result']);
     const init = await initOf('steady');
     await labAgent('lab-1', 'stop');
     assert.ok(fs.existsSync(`/proc/${init}`), 'the container outlives its agent');
@@ -193,7 +124,7 @@ describe('migrations between lab hosts', function () {
   });
 
   it('the target agent dies during the stream: rolled back, the source runs on, the restarted target keeps nothing', async () => {
-    await run('lab-1', 'web', [path.join(binDir, 'counter'), '/tmp/result']);
+    await run('lab-1', 'web', [path.join(lab.binDir, 'counter'), '/tmp/result']);
     await labAgent('lab-2', 'restart', { FERRY_CRASH_AT: 'target-during-stream' });
     const { result, report } = await move('web', 'lab-2');
     assert.equal(result.status, 5, result.stderr);
@@ -208,7 +139,7 @@ describe('migrations between lab hosts', function () {
   });
 
   it('the target agent dies after restoring, before the commit: the source thaws, the target kills its frozen copy', async () => {
-    await run('lab-1', 'web', [path.join(binDir, 'counter'), '/tmp/result']);
+    await run('lab-1', 'web', [path.join(lab.binDir, 'counter'), '/tmp/result']);
     await labAgent('lab-2', 'restart', { FERRY_CRASH_AT: 'target-after-restore' });
     const { result, report } = await move('web', 'lab-2');
     assert.equal(result.status, 5, result.stderr);
@@ -222,7 +153,7 @@ describe('migrations between lab hosts', function () {
   });
 
   it('the source agent dies after the freeze: the CLI says so, and the restarted source thaws the workload', async () => {
-    await run('lab-1', 'web', [path.join(binDir, 'counter'), '/tmp/result']);
+    await run('lab-1', 'web', [path.join(lab.binDir, 'counter'), '/tmp/result']);
     await labAgent('lab-1', 'restart', { FERRY_CRASH_AT: 'source-after-freeze' });
     const result = await migrate(['web', '--to', 'lab-2']);
     assert.equal(result.status, 1);
@@ -235,7 +166,7 @@ describe('migrations between lab hosts', function () {
   });
 
   it('the lab link goes down mid-stream: both sides time out, the source runs on', async () => {
-    await run('lab-1', 'web', [path.join(binDir, 'counter'), '/tmp/result']);
+    await run('lab-1', 'web', [path.join(lab.binDir, 'counter'), '/tmp/result']);
     await labAgent('lab-2', 'restart', { FERRY_STALL_AT: 'target-during-stream' });
     const cli = migrate(['--json', 'web', '--to', 'lab-2']);
     await waitFor('the stream to stall on lab-2', () => fs.readFileSync(agentLogPath('lab-2'), 'utf8').includes('stalling at target-during-stream'), 30_000);
@@ -254,7 +185,7 @@ describe('migrations between lab hosts', function () {
   });
 
   it('`migrate cancel` rolls a migration in progress back; the workload runs on at the source', async () => {
-    await run('lab-1', 'web', [path.join(binDir, 'counter'), '/tmp/result']);
+    await run('lab-1', 'web', [path.join(lab.binDir, 'counter'), '/tmp/result']);
     await labAgent('lab-2', 'restart', { FERRY_STALL_AT: 'target-during-stream' });
     // The log outlives restarts: only what this agent writes counts.
     const logFrom = fs.statSync(agentLogPath('lab-2')).size;
@@ -286,7 +217,7 @@ describe('migrations between lab hosts', function () {
   });
 
   it('the CLI dies mid-migration: the migration goes on, and `migrate status` tells how it ended', async () => {
-    await run('lab-1', 'web', [path.join(binDir, 'counter'), '/tmp/result']);
+    await run('lab-1', 'web', [path.join(lab.binDir, 'counter'), '/tmp/result']);
     const cli = spawn(process.execPath, [path.join(ROOT, 'bin/migrate'), 'web', '--to', 'lab-3'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     cli.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -301,7 +232,7 @@ describe('migrations between lab hosts', function () {
   });
 
   it('refuses what it cannot do, clearly, and touches nothing', async () => {
-    await run('lab-1', 'web', [path.join(binDir, 'counter'), '/tmp/result']);
+    await run('lab-1', 'web', [path.join(lab.binDir, 'counter'), '/tmp/result']);
 
     const unknown = await migrate(['nosuch', '--to', 'lab-2']);
     assert.equal(unknown.status, 1);
@@ -321,7 +252,7 @@ describe('migrations between lab hosts', function () {
     const wrong = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-wrong-token-'));
     try {
       writeInventory({ ...inventory, token: 'ab'.repeat(32) }, path.join(wrong, 'cluster.json'));
-      const r = await migrateWith({ FERRY_CONFIG_DIR: wrong }, ['web', '--to', 'lab-2']);
+      const r = await migrate(['web', '--to', 'lab-2'], { FERRY_CONFIG_DIR: wrong });
       assert.equal(r.status, 1);
       assert.match(r.stderr, /token/);
     } finally {
@@ -340,18 +271,6 @@ describe('migrations between lab hosts', function () {
     assert.equal(await verdict('web'), 'PASS');
   });
 });
-
-function migrateWith(env: Record<string, string>, args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/migrate'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 async function setLink(name: string, state: 'up' | 'down'): Promise<void> {
   await new Promise<void>((resolve, reject) => {

@@ -20,9 +20,9 @@ export interface CliResult {
  * the CLI has exited and its stdout and stderr are closed: a restored
  * process that kept the CLI's pipes open would hold this up.
  */
-export function migrate(args: string[]): Promise<CliResult> {
+export function migrate(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/migrate'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(ROOT, 'bin/migrate'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
