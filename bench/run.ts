@@ -4,6 +4,7 @@
  *   node dist/bench/run.js                    all of them
  *   node dist/bench/run.js injection ...      only the named ones
  *   node dist/bench/run.js --list             their names
+ *   node dist/bench/migration.js              the migration benchmark alone (as `run.js migration`)
  *
  * `npm run bench [-- name...]` builds everything first (TypeScript, the test
  * and bench workloads). Tables go to stdout, progress to stderr.
@@ -11,8 +12,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Tracer } from '../src/native/tracer.js';
-import type { Benchmark, BenchContext } from './lib/bench.js';
+import { runInterruptHooks, type Benchmark, type BenchContext } from './lib/bench.js';
 import { Memhog, ROOT } from './lib/memhog.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { writeResults } from './lib/results.js';
@@ -20,8 +22,10 @@ import { injection } from './injection.js';
 import { memoryRead } from './memory-read.js';
 import { checkpointRestore } from './checkpoint-restore.js';
 import { treeThreads } from './tree-threads.js';
+import { migration } from './migration.js';
+import { dirtyTracking } from './dirty-tracking.js';
 
-const BENCHMARKS: Benchmark[] = [injection, memoryRead, checkpointRestore, treeThreads];
+const BENCHMARKS: Benchmark[] = [injection, memoryRead, checkpointRestore, treeThreads, migration, dirtyTracking];
 const RESULTS = path.join(ROOT, 'bench/RESULTS.md');
 
 const INTRO = `# Ferry benchmarks
@@ -45,7 +49,7 @@ function log(message: string): void {
   process.stderr.write(`${message}\n`);
 }
 
-async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--list')) {
     for (const b of BENCHMARKS) console.log(`${b.name.padEnd(20)} ${b.title}`);
     return 0;
@@ -61,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
   const tracer = await Tracer.start(ENGINE_MODULES);
   let interrupted = false;
   const cleanup = async () => {
+    await runInterruptHooks(log);
     await Memhog.stopAll();
     // Husks are seized with EXITKILL: ending the tracer thread ends them.
     await tracer.close();
@@ -106,4 +111,5 @@ async function main(argv: string[]): Promise<number> {
   return failed ? 1 : 0;
 }
 
-process.exitCode = await main(process.argv.slice(2));
+// Imported by a benchmark that runs itself (bench/migration.ts), it waits to be called.
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) process.exitCode = await main(process.argv.slice(2));

@@ -16,3 +16,28 @@ export interface Benchmark {
   /** Runs the benchmark; returns its section of bench/RESULTS.md (markdown, without the heading and machine line). */
   run(ctx: BenchContext): Promise<string>;
 }
+
+const interruptHooks = new Set<() => Promise<void>>();
+
+/**
+ * Work the runner does even when it is interrupted (SIGINT, SIGTERM) in the
+ * middle of a benchmark, such as taking down a lab the benchmark made: a
+ * benchmark's own `finally` never runs then. Returns a function that
+ * unregisters it, for when the benchmark has done the work itself.
+ */
+export function onInterrupt(hook: () => Promise<void>): () => void {
+  interruptHooks.add(hook);
+  return () => interruptHooks.delete(hook);
+}
+
+/** Runs (and forgets) every hook still registered; one that fails does not stop the others. */
+export async function runInterruptHooks(log: (message: string) => void): Promise<void> {
+  for (const hook of [...interruptHooks]) {
+    interruptHooks.delete(hook);
+    try {
+      await hook();
+    } catch (e) {
+      log(`cleanup failed: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+}

@@ -16,8 +16,12 @@ export function register(program: Command): void {
       const inventory = requireInventory();
       const answers = await askAll(inventory, (ch) => ch.request(StatusRequest.make({ id: null }), StatusReply));
       const source = answers.find((a) => 'result' in a && (a.result.migrations as unknown as JournalRecord[]).some((r) => r.id === id && r.role === 'source'));
-      if (!source) throw new CliError(`no host runs migration ${id} as its source`, ExitCode.Failed);
+      if (!source) {
+        // The source may be among the hosts that did not answer: say so rather than suggest the id is wrong.
+        const silent = answers.filter((a): a is { host: string; error: string } => 'error' in a);
+        throw new CliError(`no host runs migration ${id} as its source${silent.length ? ` (no answer from ${silent.map((s) => `${s.host}: ${s.error}`).join('; ')})` : ''}`, ExitCode.Failed);
+      }
       const reply = await withHost(inventory, source.host, (ch) => ch.request(CancelRequest.make({ id }), CancelReply));
-      printResult({ id, host: source.host, phase: reply.phase }, (r) => `migration ${r.id}: ${r.host} rolls it back at its next step (it is ${r.phase}); \`migrate status ${r.id}\` shows the end`);
+      printResult({ id, host: source.host, phase: reply.phase }, (r) => `migration ${r.id}: ${r.host} rolls it back (it was ${r.phase}); \`migrate status ${r.id}\` shows the end`);
     });
 }

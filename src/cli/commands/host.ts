@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import { addHost, inventoryPath, readInventory, removeHost } from '../../cluster/inventory.js';
 import { PsReply, PsRequest } from '../../coordinator/messages.js';
@@ -10,6 +9,7 @@ import { ExitCode } from '../exit-codes.js';
 import { formatTable, printResult } from '../output.js';
 
 const HOST_NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+export const RESERVED_NAMES = ['ca', 'client'];
 
 export function register(program: Command): void {
   const host = program.command('host').description('the hosts inventory: which agents make up the cluster and where they listen');
@@ -20,18 +20,22 @@ export function register(program: Command): void {
     .argument('<address>', "its agent's address, ip:port (e.g. 10.0.0.2:7468)")
     .action(async (name: string, address: string) => {
       if (!HOST_NAME.test(name)) throw new CliError(`invalid host name "${name}": 1-63 characters of a-z, 0-9, _ . -, starting with a letter or digit`, ExitCode.Usage);
+      // A host's certificate is tls/<name>.crt: these names would overwrite the cluster CA or the CLI's own certificate.
+      if (RESERVED_NAMES.includes(name)) throw new CliError(`the host name "${name}" is reserved: tls/${name}.crt is the ${name === 'ca' ? "cluster CA's" : "CLI's client"} certificate`, ExitCode.Usage);
       let parsed;
       try {
         parsed = parseAddress(address);
       } catch (e) {
         throw new CliError((e as Error).message, ExitCode.Usage);
       }
-      addHost(name, `${parsed.host.includes(':') ? `[${parsed.host}]` : parsed.host}:${parsed.port}`);
+      const stored = `${parsed.host.includes(':') ? `[${parsed.host}]` : parsed.host}:${parsed.port}`;
+      addHost(name, stored);
       let certificate: string | null = null;
       if (fs.existsSync(`${tlsDir()}/ca.key`)) {
-        certificate = (await issueCertificate(tlsDir(), name, isIP(parsed.host) ? [parsed.host] : [], tlsDir())).cert;
+        // Valid for whatever the CLI and other agents dial, a DNS name as much as an IP address (as `init --tls` issues them).
+        certificate = (await issueCertificate(tlsDir(), name, [parsed.host], tlsDir())).cert;
       }
-      printResult({ name, address: `${parsed.host}:${parsed.port}`, inventory: inventoryPath(), certificate }, (r) =>
+      printResult({ name, address: stored, inventory: inventoryPath(), certificate }, (r) =>
         `added ${r.name} at ${r.address} to ${r.inventory}${r.certificate ? `\nits agent certificate: ${r.certificate}` : ''}`,
       );
     });

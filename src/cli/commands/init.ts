@@ -3,7 +3,10 @@ import type { Command } from 'commander';
 import { INVENTORY_VERSION, inventoryPath, newToken, readInventory, writeInventory } from '../../cluster/inventory.js';
 import { generateClusterCa, issueCertificate } from '../../transport/index.js';
 import { tlsDir } from '../cluster.js';
+import { CliError } from '../errors.js';
+import { ExitCode } from '../exit-codes.js';
 import { printResult } from '../output.js';
+import { RESERVED_NAMES } from './host.js';
 import { requireRoot } from './run.js';
 
 interface InitOptions {
@@ -31,6 +34,11 @@ export function register(program: Command): void {
       if (!existing) writeInventory(inventory);
       const made: string[] = existing ? [] : [inventoryPath()];
       if (options.tls || options.mutual) {
+        const clash = Object.keys(inventory.hosts).filter((h) => RESERVED_NAMES.includes(h));
+        if (clash.length) {
+          // A host's certificate is tls/<host>.crt: it would overwrite the cluster CA's or the CLI's own.
+          throw new CliError(`${inventoryPath()} has a host named ${clash.map((h) => `"${h}"`).join(' and ')}, a name TLS keeps for itself (tls/ca.crt is the cluster CA, tls/client.crt the CLI's certificate): remove it with \`migrate host rm\` and add it under another name first`, ExitCode.Usage);
+        }
         const dir = tlsDir();
         if (!fs.existsSync(`${dir}/ca.crt`)) made.push((await generateClusterCa(dir)).cert);
         for (const host of Object.keys(inventory.hosts)) {
