@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { kill } from '../src/native/process.js';
 import { lastJsonOf, migrate } from './helpers/cli.js';
 import { ROOT } from './helpers/paths.js';
-import { ok, running, useLab, verdict, waitReady } from './helpers/lab.js';
+import { initOf, ok, running, useLab, verdict, waitReady } from './helpers/lab.js';
 import { waitFor } from './helpers/wait.js';
 
 
@@ -84,5 +85,47 @@ describe('TCP connections survive migrations between lab hosts', function () {
     console.log(`      client: ${final.sent} records, every one once and in order; longest gap ${final.maxGapMs.toFixed(0)} ms (${gaps.join(', ')})`);
 
     assert.equal(await verdict('echo'), 'PASS');
+  });
+
+  it('the other way round: a container that is the client of a server outside streams through two moves without an error', async () => {
+    // The server runs here, in the root namespace, on the lab bridge's address.
+    const serverDir = fs.mkdtempSync(path.join(lab.configDir, 'server-'));
+    const server = spawn('python3', [path.join(lab.binDir, 'echo_server.py'), path.join(serverDir, 'result'), String(PORT + 1)], { stdio: 'ignore' });
+    try {
+      await waitFor('the server outside to listen', () => fs.existsSync(path.join(serverDir, 'result.ready')), 30_000);
+      ok(await migrate(['run', 'client', '--host', 'lab-1', '--ip', '10.77.0.151/24', '--gateway', '10.77.0.1', '--', 'python3', path.join(lab.binDir, 'stream_client.py'), '/tmp/stats', '10.77.0.1', String(PORT + 1)]));
+      const statsOf = async (): Promise<Stats | null> => {
+        const init = await initOf('client');
+        return init === null ? null : stats(`/proc/${init}/root/tmp/stats`);
+      };
+      const echoedPast = async (n: number) => waitFor(`the client in the container to get ${n} echoes`, async () => {
+        const s = await statsOf();
+        if (s?.error) throw new Error(`the client failed: ${s.error}`);
+        return (s?.echoed ?? 0) >= n;
+      }, 60_000);
+      await echoedPast(300);
+      for (const to of ['lab-2', 'lab-3']) {
+        ok(await migrate(['--json', 'client', '--to', to]));
+        assert.deepEqual((await running('client')).map((c) => c.host), [to]);
+        await echoedPast(((await statsOf())?.echoed ?? 0) + 300);
+      }
+      const init = (await initOf('client'))!;
+      const tmp = fs.openSync(`/proc/${init}/root/tmp`, 'r');
+      try {
+        kill(init, 15);
+        await waitFor('the client to finish', () => stats(`/proc/self/fd/${tmp}/stats`)?.done === true, 30_000);
+        const final = stats(`/proc/self/fd/${tmp}/stats`)!;
+        assert.equal(final.error, null);
+        assert.equal(final.echoed, final.sent, 'every record came back');
+        console.log(`      client in the container: ${final.sent} records, every one once and in order; longest gap ${final.maxGapMs.toFixed(0)} ms`);
+      } finally {
+        fs.closeSync(tmp);
+      }
+      server.kill('SIGTERM');
+      await waitFor('the server outside to give its verdict', () => fs.existsSync(path.join(serverDir, 'result')), 30_000);
+      assert.equal(fs.readFileSync(path.join(serverDir, 'result'), 'utf8').trim(), 'PASS', 'the server outside saw no reset');
+    } finally {
+      server.kill('SIGKILL');
+    }
   });
 });
