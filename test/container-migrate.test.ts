@@ -6,7 +6,7 @@ import path from 'node:path';
 import { cgroupAt, removeCgroup, type Controller } from '../src/native/cgroup.js';
 import { becomeChildSubreaper, kill } from '../src/native/process.js';
 import { listThreads, nsPids, readChildren, readStat } from '../src/native/proc.js';
-import { reap, waitpid, WAIT } from '../src/native/wait.js';
+import { reap } from '../src/native/wait.js';
 import { Tracer } from '../src/native/tracer.js';
 import { initAlive, listStates, readState } from '../src/container/state.js';
 import type { ContainerSummary } from '../src/container/runtime.js';
@@ -15,7 +15,7 @@ import { ContainerEntry } from '../src/image/container.js';
 import '../src/image/all.js';
 import type { CheckpointSummary } from '../src/source/checkpoint.js';
 import type { RestoreSummary } from '../src/target/restore.js';
-import { jsonOf, migrate, type CliResult } from './helpers/cli.js';
+import { checkpointReaping, jsonOf, migrate, type CliResult } from './helpers/cli.js';
 import { workloadBin } from './helpers/paths.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -160,26 +160,6 @@ describe('containers: migrate checkpoint <name> and restore', function () {
     }
   }
 
-  /**
-   * Runs a CLI checkpoint of a container whose init is our child (we adopted
-   * it when `migrate run` exited): the checkpoint waits for the killed init's
-   * pid to be free, and only its parent, us, can reap it.
-   */
-  async function checkpointReaping(args: string[], init: number): Promise<CliResult> {
-    let done = false;
-    const run = migrate(args).finally(() => {
-      done = true;
-    });
-    while (!done) {
-      try {
-        waitpid(init, WAIT.WNOHANG);
-      } catch {
-        // not dead yet, or reaped already
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return run;
-  }
 
   async function ps(): Promise<ContainerSummary[]> {
     const result = await migrate(['--json', 'ps']);

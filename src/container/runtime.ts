@@ -22,6 +22,7 @@ import {
   type Controller,
 } from '../native/cgroup.js';
 import { killAndReap } from '../native/husk.js';
+import { waitUntil } from '../common/poll.js';
 import { lockTables, unlockTable } from '../native/nft.js';
 import { leaveTcpRepair } from '../source/tcp.js';
 import { tryLockFile } from '../native/lock.js';
@@ -269,18 +270,6 @@ function catchesSignal(pid: number, signal: number): boolean {
     return ((BigInt(`0x${readStatus(pid)['SigCgt']}`) >> BigInt(signal - 1)) & 1n) === 1n;
   } catch {
     return false;
-  }
-}
-
-/** Polls `condition` with a backoff up to 50 ms; false if it still fails after `timeoutMs`. */
-async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  let pause = 1;
-  for (;;) {
-    if (condition()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, pause));
-    pause = Math.min(pause * 2, 50);
   }
 }
 

@@ -21,6 +21,7 @@ import { cgroupTreeDirs, removeCgroupTree } from '../native/cgroup-tree.js';
 import { findLabInits, startLabInit, stillRunning, type FoundLabInit, type ProcessId } from '../native/lab-init.js';
 import { runIn } from '../native/nsenter.js';
 import { kill } from '../native/process.js';
+import { waitUntil } from '../common/poll.js';
 import { accepts, agentAddress, agentCommand, startAgent } from './agent.js';
 import { LabError } from './errors.js';
 import {
@@ -315,16 +316,4 @@ function requireHost(name: string): HostRecord {
     throw new LabError('HOST_DOWN', `lab host ${name} is down: its init (pid ${host.init.pid}) has ended; \`migrate lab down\` then \`migrate lab up\` makes a new lab`);
   }
   return host;
-}
-
-/** Polls `condition` with a backoff up to 50 ms; false if it still fails after `timeoutMs`. */
-async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  let pause = 1;
-  for (;;) {
-    if (condition()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, pause));
-    pause = Math.min(pause * 2, 50);
-  }
 }

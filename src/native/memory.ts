@@ -170,7 +170,6 @@ export const PAGE_IS = {
 export const PAGEMAP_SCAN = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg)
 export const PM_SCAN_ARG_SIZE = 96;
 export const PAGE_REGION_SIZE = 24;
-const SCAN_BATCH = 4096;
 
 export interface PagemapScanQuery {
   /** Categories a page must have (after `inverted` is applied). */
@@ -191,50 +190,3 @@ export interface PageRegion {
   categories: number;
 }
 
-/**
- * PAGEMAP_SCAN (Linux 6.7+): the ranges of [start, end) whose pages match
- * the query, in one walk of the page tables instead of one pagemap word per
- * page. That matters for the huge, mostly empty reservations of runtimes
- * like Python and V8.
- */
-export function pagemapScan(pid: number, start: number, end: number, q: PagemapScanQuery): PageRegion[] {
-  let fd: number;
-  try {
-    fd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
-  } catch (e) {
-    throw asNative(e, `open(/proc/${pid}/pagemap)`);
-  }
-  const regions: PageRegion[] = [];
-  const vec = Buffer.alloc(SCAN_BATCH * PAGE_REGION_SIZE);
-  const arg = Buffer.alloc(PM_SCAN_ARG_SIZE);
-  const returnMask = (q.required ?? 0) | (q.anyOf ?? 0) | (q.report ?? 0);
-  try {
-    for (let from = start; from < end; ) {
-      arg.fill(0);
-      arg.writeBigUInt64LE(BigInt(PM_SCAN_ARG_SIZE), 0);
-      arg.writeBigUInt64LE(BigInt(q.flags ?? 0), 8);
-      arg.writeBigUInt64LE(BigInt(from), 16);
-      arg.writeBigUInt64LE(BigInt(end), 24);
-      arg.writeBigUInt64LE(addressOf(vec), 40);
-      arg.writeBigUInt64LE(BigInt(SCAN_BATCH), 48);
-      arg.writeBigUInt64LE(BigInt(q.inverted ?? 0), 64);
-      arg.writeBigUInt64LE(BigInt(q.required ?? 0), 72);
-      arg.writeBigUInt64LE(BigInt(q.anyOf ?? 0), 80);
-      arg.writeBigUInt64LE(BigInt(returnMask), 88);
-      const n = syscall(`ioctl(/proc/${pid}/pagemap, PAGEMAP_SCAN)`, Sys.ioctl, fd, PAGEMAP_SCAN, addressOf(arg));
-      for (let i = 0; i < n; i++) {
-        regions.push({
-          start: Number(vec.readBigUInt64LE(i * PAGE_REGION_SIZE)),
-          end: Number(vec.readBigUInt64LE(i * PAGE_REGION_SIZE + 8)),
-          categories: Number(vec.readBigUInt64LE(i * PAGE_REGION_SIZE + 16)),
-        });
-      }
-      const walkEnd = Number(arg.readBigUInt64LE(32));
-      if (walkEnd <= from) break;
-      from = walkEnd;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return regions;
-}

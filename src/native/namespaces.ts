@@ -8,7 +8,7 @@ import path from 'node:path';
 import { cString, syscall, addressOf } from './libc.js';
 import { Sys } from './syscalls.js';
 import { readLink } from './proc.js';
-import { open, close, setns, OpenFlags } from './process.js';
+import { inNamespace } from './process.js';
 import { SOCK_CLOEXEC } from './flags.js';
 import type { Injector } from './inject.js';
 
@@ -88,8 +88,6 @@ export function pathInRoot(pid: number, p: string): string {
   return `/proc/${pid}/root${p.startsWith('/') ? p : `/${p}`}`;
 }
 
-const CLONE_NEWIPC = 0x08000000;
-
 /**
  * Runs `fn` with this thread in the IPC namespace of `pid`, then puts it
  * back. /proc/sysvipc lists the objects of the reader's namespace, whatever
@@ -97,22 +95,7 @@ const CLONE_NEWIPC = 0x08000000;
  * container's objects. setns changes the calling thread only.
  */
 function inIpcNamespaceOf<T>(pid: number, fn: () => T): T {
-  const ours = open('/proc/thread-self/ns/ipc', OpenFlags.O_RDONLY);
-  try {
-    const theirs = open(`/proc/${pid}/ns/ipc`, OpenFlags.O_RDONLY);
-    try {
-      setns(theirs, CLONE_NEWIPC);
-    } finally {
-      close(theirs);
-    }
-    try {
-      return fn();
-    } finally {
-      setns(ours, CLONE_NEWIPC);
-    }
-  } finally {
-    close(ours);
-  }
+  return inNamespace('ipc', `/proc/${pid}/ns/ipc`, fn);
 }
 
 /** The System V IPC objects of a process's IPC namespace, by kind. */

@@ -8,11 +8,10 @@
  */
 import fs from 'node:fs';
 import { addressOf, cString, syscall } from './libc.js';
-import { O_CLOEXEC, O_RDONLY, SOCK_CLOEXEC } from './flags.js';
+import { SOCK_CLOEXEC } from './flags.js';
 import { Sys } from './syscalls.js';
-import { close, ioctl, open, setns, socket } from './process.js';
+import { close, inNetns, ioctl, socket } from './process.js';
 
-const CLONE_NEWNET = 0x40000000;
 const AF_INET = 2;
 const AF_PACKET = 17;
 const SOCK_DGRAM = 2;
@@ -36,23 +35,7 @@ export const IFF = { UP: 0x1, RUNNING: 0x40 } as const;
  * thread is back home before anything else runs on it.
  */
 function inNetnsOf<T>(pid: number | undefined, fn: () => T): T {
-  if (pid === undefined) return fn();
-  const ours = open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC);
-  try {
-    const theirs = open(`/proc/${pid}/ns/net`, O_RDONLY | O_CLOEXEC);
-    try {
-      setns(theirs, CLONE_NEWNET);
-    } finally {
-      close(theirs);
-    }
-    try {
-      return fn();
-    } finally {
-      setns(ours, CLONE_NEWNET);
-    }
-  } finally {
-    close(ours);
-  }
+  return pid === undefined ? fn() : inNetns(`/proc/${pid}/ns/net`, fn);
 }
 
 function ifreq(ifname: string): Buffer {

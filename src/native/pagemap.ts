@@ -11,7 +11,7 @@ import { syscall, addressOf } from './libc.js';
 import { NativeError } from './errors.js';
 import { Errno } from './errno.js';
 import { Sys } from './syscalls.js';
-import { asNative, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE, PAGE_REGION_SIZE, PAGE_IS, type PagemapScanQuery } from './memory.js';
+import { asNative, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE, PAGE_REGION_SIZE, PAGE_IS, type PagemapScanQuery, type PageRegion } from './memory.js';
 import { kernelRelease } from './host.js';
 
 export const PAGE = 4096;
@@ -115,6 +115,23 @@ export class PagemapScanner {
     this.closed = true;
     fs.closeSync(this.fd);
   }
+}
+
+/**
+ * PAGEMAP_SCAN (Linux 6.7+): the ranges of [start, end) whose pages match
+ * the query, in one walk of the page tables instead of one pagemap word per
+ * page. That matters for the huge, mostly empty reservations of runtimes
+ * like Python and V8.
+ */
+export function pagemapScan(pid: number, start: number, end: number, q: PagemapScanQuery): PageRegion[] {
+  const scanner = new PagemapScanner(pid);
+  const regions: PageRegion[] = [];
+  try {
+    scanner.scan(start, end, q, (s, e, categories) => regions.push({ start: s, end: e, categories }));
+  } finally {
+    scanner.close();
+  }
+  return regions;
 }
 
 /** Pagemap entries of a range of another process (opens and closes the file). */

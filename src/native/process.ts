@@ -167,30 +167,37 @@ export function setns(fd: number, nstype: number): void {
   syscall(`setns(${fd})`, Sys.setns, fd, nstype);
 }
 
-const CLONE_NEWNET = 0x40000000;
+const NAMESPACE_FLAGS = { net: 0x40000000, ipc: 0x08000000 } as const;
 
 /**
- * Runs `fn` with the calling thread in the network namespace behind the
- * file `nsPath`, then puts it back. setns changes the calling thread only,
- * and a child spawned meanwhile is born in the thread's namespace.
+ * Runs `fn` with the calling thread in the namespace behind the file
+ * `nsPath` (a /proc/PID/ns/<kind> link, or a bind mount of one), then puts
+ * it back. setns changes the calling thread only, so nothing else sees the
+ * move, and a child spawned meanwhile is born in the thread's namespace.
  */
-export function inNetns<T>(nsPath: string, fn: () => T): T {
-  const ours = open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC);
+export function inNamespace<T>(kind: keyof typeof NAMESPACE_FLAGS, nsPath: string, fn: () => T): T {
+  const flag = NAMESPACE_FLAGS[kind];
+  const ours = open(`/proc/thread-self/ns/${kind}`, O_RDONLY | O_CLOEXEC);
   try {
     const theirs = open(nsPath, O_RDONLY | O_CLOEXEC);
     try {
-      setns(theirs, CLONE_NEWNET);
+      setns(theirs, flag);
     } finally {
       close(theirs);
     }
     try {
       return fn();
     } finally {
-      setns(ours, CLONE_NEWNET);
+      setns(ours, flag);
     }
   } finally {
     close(ours);
   }
+}
+
+/** inNamespace for the network namespace: where sockets made by `fn` live. */
+export function inNetns<T>(nsPath: string, fn: () => T): T {
+  return inNamespace('net', nsPath, fn);
 }
 
 export function ioctl(fd: number, request: number | bigint, arg: number | bigint | Buffer = 0): number {

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { readMaps, readVmFlags, readStat, readProcFile, readLink, type MapsEntry } from '../native/proc.js';
-import { pagemapScan, readRanges, readMappedObject, mappedObjectMode, ProcMem, PAGE_IS, type PageRegion } from '../native/memory.js';
+import { readRanges, readMappedObject, mappedObjectMode, ProcMem, PAGE_IS, type PageRegion } from '../native/memory.js';
+import { pagemapScan } from '../native/pagemap.js';
 import { Sys } from '../native/syscalls.js';
 import { VmaEntry, ShmemEntry, MmEntry, VMA_FLAGS } from '../image/memory.js';
 import { identifyFile } from '../image/file-identity.js';

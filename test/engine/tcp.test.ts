@@ -5,7 +5,7 @@ import path from 'node:path';
 import { cgroupAt, removeCgroup } from '../../src/native/cgroup.js';
 import { becomeChildSubreaper, kill } from '../../src/native/process.js';
 import { readChildren } from '../../src/native/proc.js';
-import { reap, waitpid, WAIT } from '../../src/native/wait.js';
+import { reap } from '../../src/native/wait.js';
 import { initAlive, listStates, readState } from '../../src/container/state.js';
 import { ip } from '../../src/native/iproute.js';
 import { lockEndpoints, lockScript, lockTableName, lockTables, unlockTable } from '../../src/native/nft.js';
@@ -19,7 +19,7 @@ import type { Tracer } from '../../src/native/tracer.js';
 import { Workload } from '../helpers/workload.js';
 import { useEngine, checkpoint, imageDir } from '../helpers/engine.js';
 import { rewriteImage } from '../helpers/image-surgery.js';
-import { checkpointWithCli, finishAdopted, jsonOf, migrate, type CliResult } from '../helpers/cli.js';
+import { checkpointReaping, checkpointWithCli, finishAdopted, jsonOf, migrate } from '../helpers/cli.js';
 import { workloadBin } from '../helpers/paths.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -381,22 +381,6 @@ describe('TCP sockets in a container', function () {
     }
   });
 
-  /** A checkpoint of a container whose init is our child: it waits for the killed init's pid, which only we can reap. */
-  async function checkpointReaping(args: string[], init: number): Promise<CliResult> {
-    let done = false;
-    const run = migrate(args).finally(() => {
-      done = true;
-    });
-    while (!done) {
-      try {
-        waitpid(init, WAIT.WNOHANG);
-      } catch {
-        // not dead yet, or reaped already
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return run;
-  }
 
   /** SIGTERM to a process of the container and its verdict, read through the container's /tmp. */
   async function verdictOf(init: number, pid: number, result: string): Promise<string> {

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Tracer } from '../../src/native/tracer.js';
+import { waitpid, WAIT } from '../../src/native/wait.js';
 import { ROOT } from './paths.js';
 import { waitFor } from './wait.js';
 import type { Workload } from './workload.js';
@@ -39,6 +40,27 @@ export function jsonOf<T>(result: CliResult): T {
   } catch {
     throw new Error(`expected one JSON object on stdout (exit ${result.status}):\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
   }
+}
+
+/**
+ * A CLI checkpoint of a container whose init is our child (adopted when
+ * `migrate run` exited): the checkpoint waits for the killed init's pid to
+ * be free, and only its parent, us, can reap it.
+ */
+export async function checkpointReaping(args: string[], init: number): Promise<CliResult> {
+  let done = false;
+  const run = migrate(args).finally(() => {
+    done = true;
+  });
+  while (!done) {
+    try {
+      waitpid(init, WAIT.WNOHANG);
+    } catch {
+      // not dead yet, or reaped already
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return run;
 }
 
 /** The last line of a `--json` run that prints one JSON object per line (`migrate <c> --to <h> --json`: rounds, then the report). */
