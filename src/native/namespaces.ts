@@ -112,16 +112,6 @@ export function sysvIpcObjects(pid: number): Record<'shm' | 'sem' | 'msg', numbe
   });
 }
 
-/** The network interfaces of a process's network namespace. */
-export function netInterfaces(pid: number): string[] {
-  return fs
-    .readFileSync(`/proc/${pid}/net/dev`, 'utf8')
-    .split('\n')
-    .slice(2)
-    .map((l: string) => l.split(':')[0]!.trim())
-    .filter(Boolean);
-}
-
 /** POSIX message queues of a process's IPC namespace (its /dev/mqueue). */
 export function mqueueNames(pid: number): string[] {
   try {
